@@ -1,0 +1,1 @@
+"""The websocket gateway: sessions, audio decoding, segmentation, dispatch to worker processes."""

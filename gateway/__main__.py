@@ -1,0 +1,77 @@
+"""``streamer-gateway``: the websocket gateway with its embedded worker processes."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from typing import Any
+
+from aiohttp import web
+
+from shared.config import Config, describe_settings, load_config, parse_assignment
+from shared.errors import ConfigError, PoolUnavailable
+from shared.logs import setup_logging
+
+log = logging.getLogger("streamer.gateway")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    settings = "\n".join(f"  {name} (default {default!r}): {doc}"
+                         for name, default, doc in describe_settings())
+    parser = argparse.ArgumentParser(
+        prog="streamer-gateway", formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Serve /api/v1/simple over websockets, running the model in worker "
+                    "processes.",
+        epilog="Precedence: defaults < --config file < STREAMER_* environment < flags.\n"
+               "Settings for --set (also STREAMER_<SECTION>__<KEY>):\n" + settings +
+               "\n  model.<param>: the model's own parameters (e.g. model.delay=0.1)")
+    parser.add_argument("--host", help="listen address (default 127.0.0.1)")
+    parser.add_argument("--port", type=int, help="listen port (default 8080)")
+    parser.add_argument("--workers", type=int, help="worker processes (default: one per core)")
+    parser.add_argument("--model", help="model name (default counter)")
+    parser.add_argument("--config", help="JSON or TOML config file")
+    parser.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                        help="any setting, repeatable (e.g. --set model.delay=0.05)")
+    parser.add_argument("--log-level", help="DEBUG, INFO, WARNING or ERROR")
+    return parser
+
+
+def config_from_args(args: argparse.Namespace) -> Config:
+    overrides: dict[str, Any] = dict(parse_assignment(item) for item in args.set)
+    for flag, dotted in (("host", "server.host"), ("port", "server.port"),
+                         ("workers", "pool.workers"), ("model", "model.name"),
+                         ("log_level", "server.log_level")):
+        value = getattr(args, flag)
+        if value is not None:
+            overrides[dotted] = value
+    return load_config(args.config, overrides=overrides)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    try:
+        config = config_from_args(args)
+    except ConfigError as exc:
+        print(f"streamer-gateway: configuration error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+    setup_logging(config.server.log_level, process="gateway")
+    from gateway.app import create_app  # after logging, so import-time messages are formatted
+
+    try:
+        app = create_app(config)
+    except ConfigError as exc:
+        print(f"streamer-gateway: configuration error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+    log.info("listening on http://%s:%d (%d workers, model %s)", config.server.host,
+             config.server.port, config.pool.workers, config.model.name)
+    try:
+        web.run_app(app, host=config.server.host, port=config.server.port, print=None,
+                    access_log=None)
+    except PoolUnavailable as exc:
+        log.error("cannot start: %s", exc)
+        raise SystemExit(1) from None
+
+
+if __name__ == "__main__":
+    main()

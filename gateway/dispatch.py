@@ -1,0 +1,199 @@
+"""Which worker gets which request: futures keyed by request id, and who holds what.
+
+Transport-free bookkeeping shared by every pool that talks to worker processes. Requests wait in
+one FIFO in the gateway and go to the least-loaded ready worker, at most ``per_worker`` at a time,
+so a slow or dead worker holds little and a crash re-sends only what it held. Requests with an
+affinity key (stateful models) always go to the worker that holds that key's state.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import itertools
+import logging
+import time
+from collections import deque
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+from shared.wire import EndSession, InferenceRequest, InferenceResult
+
+log = logging.getLogger(__name__)
+
+_request_ids = itertools.count(1)
+
+
+def new_request_id() -> int:
+    return next(_request_ids)
+
+
+@dataclass(slots=True)
+class _Pending:
+    request: InferenceRequest
+    future: asyncio.Future[InferenceResult]
+    worker: int | None = None
+
+
+@dataclass(slots=True)
+class _Worker:
+    send: Callable[[bytes], None]
+    inflight: set[int] = field(default_factory=set)
+    done: int = 0
+    busy_time: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class DispatchStats:
+    workers: int
+    queued: int
+    inflight: int
+    redispatched: int
+    crashed_requests: int
+    per_worker: dict[int, int]
+
+
+class Dispatcher:
+    def __init__(self, per_worker: int = 2, max_retries: int = 2) -> None:
+        self.per_worker = per_worker
+        self.max_retries = max_retries
+        self._workers: dict[int, _Worker] = {}
+        self._pending: dict[int, _Pending] = {}
+        self._queue: deque[int] = deque()
+        self._affinity: dict[str, int] = {}
+        self.redispatched = 0
+        self.crashed_requests = 0
+
+    # ---- workers come and go ------------------------------------------------------------
+    def add_worker(self, worker_id: int, send: Callable[[bytes], None]) -> None:
+        self._workers[worker_id] = _Worker(send)
+        self._pump()
+
+    def remove_worker(self, worker_id: int, reason: str) -> None:
+        """Fail over what a dead worker held: re-send, or answer with an error after retries."""
+        worker = self._workers.pop(worker_id, None)
+        if worker is None:
+            return
+        for key in [k for k, w in self._affinity.items() if w == worker_id]:
+            del self._affinity[key]
+        retry: list[int] = []
+        for rid in sorted(worker.inflight):
+            pending = self._pending.get(rid)
+            if pending is None or pending.future.done():
+                self._pending.pop(rid, None)
+                continue
+            req = pending.request
+            if req.attempt >= self.max_retries:
+                self.crashed_requests += 1
+                self._resolve(rid, InferenceResult(
+                    request_id=rid, worker_id=worker_id,
+                    error=f"inference failed: {reason} (tried {req.attempt + 1} times)"))
+                continue
+            pending.request = dataclasses.replace(req, attempt=req.attempt + 1)
+            pending.worker = None
+            retry.append(rid)
+        self.redispatched += len(retry)
+        self._queue.extendleft(reversed(retry))
+        self._pump()
+
+    @property
+    def worker_ids(self) -> list[int]:
+        return list(self._workers)
+
+    # ---- requests -----------------------------------------------------------------------
+    def submit(self, request: InferenceRequest) -> asyncio.Future[InferenceResult]:
+        rid = request.request_id
+        if rid in self._pending:
+            raise ValueError(f"request id {rid} is already in flight")
+        fut: asyncio.Future[InferenceResult] = asyncio.get_running_loop().create_future()
+        self._pending[rid] = _Pending(request, fut)
+        self._queue.append(rid)
+        self._pump()
+        return fut
+
+    def on_result(self, result: InferenceResult) -> None:
+        pending = self._pending.get(result.request_id)
+        worker = self._workers.get(result.worker_id)
+        if worker is not None:
+            worker.inflight.discard(result.request_id)
+            worker.done += 1
+            worker.busy_time += result.inference_time
+        if pending is None:
+            log.debug("dropping late result for request %d", result.request_id)
+        else:
+            self._resolve(result.request_id, result)
+        self._pump()
+
+    def cancel(self, request_ids: Iterable[int]) -> None:
+        """Forget requests nobody waits for; a result that still comes is dropped."""
+        for rid in request_ids:
+            pending = self._pending.get(rid)
+            if pending is None:
+                continue
+            if pending.worker is None:
+                self._pending.pop(rid)
+            pending.future.cancel()
+
+    def end_stream(self, key: str) -> None:
+        """A stateful stream ended: tell its worker to drop the state."""
+        worker_id = self._affinity.pop(key, None)
+        worker = self._workers.get(worker_id) if worker_id is not None else None
+        if worker is not None:
+            worker.send(EndSession(stateful_key=key).to_wire())
+
+    def fail_all(self, reason: str) -> None:
+        for rid in list(self._pending):
+            self._resolve(rid, InferenceResult(request_id=rid, worker_id=-1,
+                                               error=f"inference failed: {reason}"))
+        self._queue.clear()
+
+    def stats(self) -> DispatchStats:
+        return DispatchStats(
+            workers=len(self._workers), queued=len(self._queue),
+            inflight=sum(len(w.inflight) for w in self._workers.values()),
+            redispatched=self.redispatched, crashed_requests=self.crashed_requests,
+            per_worker={wid: len(w.inflight) for wid, w in self._workers.items()})
+
+    # ---- internals ----------------------------------------------------------------------
+    def _resolve(self, rid: int, result: InferenceResult) -> None:
+        pending = self._pending.pop(rid, None)
+        if pending is not None and not pending.future.done():
+            pending.future.set_result(result)
+
+    def _pick(self, request: InferenceRequest) -> int | None:
+        key = request.stateful_key
+        if key is not None and key in self._affinity:
+            wid = self._affinity[key]
+            return wid if len(self._workers[wid].inflight) < self.per_worker else None
+        free = [(len(w.inflight), wid) for wid, w in self._workers.items()
+                if len(w.inflight) < self.per_worker]
+        if not free:
+            return None
+        wid = min(free)[1]
+        if key is not None:
+            self._affinity[key] = wid
+        return wid
+
+    def _pump(self) -> None:
+        """Hand queued requests to workers with room, oldest first."""
+        if not self._queue or not self._workers:
+            return
+        skipped: list[int] = []
+        while self._queue:
+            rid = self._queue.popleft()
+            pending = self._pending.get(rid)
+            if pending is None or pending.future.done():
+                self._pending.pop(rid, None)
+                continue
+            wid = self._pick(pending.request)
+            if wid is None:
+                skipped.append(rid)
+                if pending.request.stateful_key is None:
+                    break  # nobody has room; affinity requests behind may still fit
+                continue
+            pending.worker = wid
+            worker = self._workers[wid]
+            worker.inflight.add(rid)
+            req = dataclasses.replace(pending.request, sent_at=time.time())
+            worker.send(req.to_wire())
+        self._queue.extendleft(reversed(skipped))

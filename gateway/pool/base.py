@@ -1,0 +1,51 @@
+"""The one small interface every worker pool implements."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from shared.wire import InferenceRequest, InferenceResult
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerInfo:
+    worker_id: int
+    pid: int | None
+    ready: bool
+    inflight: int
+    restarts: int
+
+
+@dataclass(frozen=True, slots=True)
+class PoolStats:
+    kind: str
+    size: int
+    ready: int
+    queued: int
+    inflight: int
+    restarts: int
+    redispatched: int
+    crashed_requests: int
+    available: bool
+    workers: list[WorkerInfo] = field(default_factory=list)
+
+
+class Pool(Protocol):
+    """Start, submit, stop, stats; plus the two hooks sessions need (cancel, end_stream)."""
+
+    async def start(self) -> None: ...
+
+    def submit(self, request: InferenceRequest) -> asyncio.Future[InferenceResult]: ...
+
+    def cancel(self, request_ids: list[int]) -> None: ...
+
+    def end_stream(self, stateful_key: str) -> None: ...
+
+    async def stop(self) -> None: ...
+
+    def stats(self) -> PoolStats: ...
+
+    @property
+    def stateful(self) -> bool: ...

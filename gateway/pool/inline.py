@@ -1,0 +1,68 @@
+"""The model inside the gateway process: the baselines the benchmarks compare against.
+
+``mode="inline"`` calls the model on the event loop's thread (everything stalls while it runs);
+``mode="thread"`` uses a thread pool (the GIL still stalls the loop for a spinning model). Never
+the right choice for serving; useful to show why worker processes exist.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+from gateway.pool.base import PoolStats
+from shared.config import Config
+from shared.wire import EndSession, InferenceRequest, InferenceResult
+from workers.models import make_model, model_class
+from workers.runner import Runner
+
+
+class InlinePool:
+    kind = "inline"
+
+    def __init__(self, config: Config, mode: str = "inline", threads: int | None = None) -> None:
+        if mode not in ("inline", "thread"):
+            raise ValueError(f"mode must be 'inline' or 'thread', got {mode!r}")
+        self.mode = mode
+        self._runner = Runner(make_model(config.model.name, config.model.params), worker_id=0)
+        self._stateful = model_class(config.model.name).stateful
+        self._executor = (ThreadPoolExecutor(threads or config.pool.workers or 1)
+                          if mode == "thread" else None)
+        self._inflight = 0
+
+    @property
+    def stateful(self) -> bool:
+        return self._stateful
+
+    async def start(self) -> None:
+        self._runner.model.warmup()
+
+    async def stop(self) -> None:
+        if self._executor is not None:
+            self._executor.shutdown(wait=True, cancel_futures=True)
+
+    def submit(self, request: InferenceRequest) -> asyncio.Future[InferenceResult]:
+        loop = asyncio.get_running_loop()
+        if self._executor is None:
+            fut: asyncio.Future[InferenceResult] = loop.create_future()
+            fut.set_result(self._runner.run(request, time.time()))
+            return fut
+        self._inflight += 1
+        out = loop.run_in_executor(self._executor, self._runner.run, request, time.time())
+        out.add_done_callback(self._done)
+        return out
+
+    def _done(self, _: object) -> None:
+        self._inflight -= 1
+
+    def cancel(self, request_ids: list[int]) -> None:
+        """Inline work cannot be taken back; results for closed sessions are ignored."""
+
+    def end_stream(self, stateful_key: str) -> None:
+        self._runner.handle(EndSession(stateful_key=stateful_key).to_wire())
+
+    def stats(self) -> PoolStats:
+        return PoolStats(kind=f"{self.kind}-{self.mode}", size=1, ready=1, queued=0,
+                         inflight=self._inflight, restarts=0, redispatched=0, crashed_requests=0,
+                         available=True)

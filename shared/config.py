@@ -1,0 +1,224 @@
+"""Configuration: defaults < file (JSON or TOML) < ``STREAMER_*`` environment < CLI flags.
+
+The file has one table per section (``server``, ``pool``, ``session``, ``model``); the upstream
+``config.json`` shape (``{"model": {"delay": 0.5, ...}}``) is a valid file. The ``model`` section
+holds ``name`` plus that model's own parameters, which the model validates when it is built.
+Environment variables name a setting as ``STREAMER_<SECTION>__<KEY>`` (``STREAMER_POOL__WORKERS=4``,
+``STREAMER_MODEL__DELAY=0.1``); a few common ones have short forms (``STREAMER_PORT``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from shared.errors import ConfigError
+
+
+def setting(default: Any, lo: float | None = None, hi: float | None = None, doc: str = "") -> Any:
+    return field(default=default, metadata={"min": lo, "max": hi, "doc": doc})
+
+
+@dataclass(frozen=True, slots=True)
+class ServerConfig:
+    host: str = setting("127.0.0.1", doc="address the gateway listens on")
+    port: int = setting(8080, 0, 65535, "port the gateway listens on (0: any free port)")
+    max_msg_size: int = setting(1 << 20, 1024, 64 << 20, "largest websocket frame accepted, bytes")
+    heartbeat: float = setting(20.0, 0.0, 3600.0, "websocket ping interval, seconds (0: off)")
+    log_level: str = setting("INFO", doc="DEBUG, INFO, WARNING or ERROR")
+
+
+@dataclass(frozen=True, slots=True)
+class PoolConfig:
+    workers: int = setting(os.cpu_count() or 1, 0, 256, "worker processes the gateway starts")
+    worker_inflight: int = setting(2, 1, 64, "requests handed to one worker before it answers")
+    max_retries: int = setting(2, 0, 10, "times a segment is re-sent after its worker died")
+    start_timeout: float = setting(60.0, 1.0, 3600.0, "seconds a worker may take to become ready")
+    restart_backoff: float = setting(0.5, 0.0, 60.0, "first delay before respawning a worker, s")
+    max_boot_failures: int = setting(5, 1, 1000, "failed boots in a row before a slot gives up")
+
+
+@dataclass(frozen=True, slots=True)
+class SessionConfig:
+    chunk_seconds: float = setting(0.5, 0.01, 60.0, "segment length on /api/v1/simple, seconds")
+    max_inflight: int = setting(16, 1, 4096, "segments of one session awaiting results before "
+                                          "the gateway stops reading its socket")
+
+
+@dataclass(frozen=True, slots=True)
+class ModelConfig:
+    name: str = "counter"
+    params: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    server: ServerConfig = field(default_factory=ServerConfig)
+    pool: PoolConfig = field(default_factory=PoolConfig)
+    session: SessionConfig = field(default_factory=SessionConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for sec in ("server", "pool", "session"):
+            out[sec] = dataclasses.asdict(getattr(self, sec))
+        out["model"] = {"name": self.model.name, **self.model.params}
+        return out
+
+
+_SECTIONS: dict[str, type] = {"server": ServerConfig, "pool": PoolConfig,
+                              "session": SessionConfig}
+ENV_PREFIX = "STREAMER_"
+# Short environment names for the settings people change most.
+ENV_ALIASES = {"HOST": "server.host", "PORT": "server.port", "WORKERS": "pool.workers",
+               "MODEL": "model.name", "LOG_LEVEL": "server.log_level"}
+# Environment variables with a meaning of their own, not settings.
+ENV_RESERVED = {"CONFIG", "AUTHKEY"}
+
+
+def load_config(path: str | os.PathLike[str] | None = None,
+                env: Mapping[str, str] | None = None,
+                overrides: Mapping[str, Any] | None = None) -> Config:
+    """Build a validated config from a file, the environment and dotted CLI overrides."""
+    env = os.environ if env is None else env
+    raw: dict[str, dict[str, Any]] = {name: {} for name in (*_SECTIONS, "model")}
+    if path is None and env.get(ENV_PREFIX + "CONFIG"):
+        path = env[ENV_PREFIX + "CONFIG"]
+    if path is not None:
+        _merge(raw, read_config_file(path), f"config file {path}")
+    _merge(raw, _from_env(env), "environment")
+    if overrides:
+        _merge(raw, _nest(overrides, "command line"), "command line")
+    return _build(raw)
+
+
+def read_config_file(path: str | os.PathLike[str]) -> dict[str, Any]:
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {p}: {exc.strerror}") from None
+    try:
+        data = tomllib.loads(text) if p.suffix == ".toml" else json.loads(text)
+    except (json.JSONDecodeError, tomllib.TOMLDecodeError) as exc:
+        kind = "TOML" if p.suffix == ".toml" else "JSON"
+        raise ConfigError(f"config file {p} is not valid {kind}: {exc}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {p} must hold an object of sections")
+    return data
+
+
+def _from_env(env: Mapping[str, str]) -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for name, value in env.items():
+        if not name.startswith(ENV_PREFIX):
+            continue
+        key = name[len(ENV_PREFIX):]
+        if key in ENV_RESERVED:
+            continue
+        if key in ENV_ALIASES:
+            dotted = ENV_ALIASES[key]
+        elif "__" in key:
+            section, _, setting = key.partition("__")
+            dotted = f"{section.lower()}.{setting.lower()}"
+        else:
+            raise ConfigError(f"unknown environment setting {name}; use STREAMER_<SECTION>__<KEY>"
+                              f" or one of {', '.join(ENV_PREFIX + a for a in ENV_ALIASES)}")
+        flat[dotted] = _scalar(value)
+    return _nest(flat, "environment")
+
+
+def _scalar(text: str) -> Any:
+    """Environment and ``--set`` values: JSON where it parses (numbers, booleans), else text."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
+
+
+def parse_assignment(text: str) -> tuple[str, Any]:
+    """``section.key=value`` from the command line."""
+    key, sep, value = text.partition("=")
+    if not sep or "." not in key:
+        raise ConfigError(f"expected SECTION.KEY=VALUE, got {text!r}")
+    return key.strip(), _scalar(value)
+
+
+def _nest(flat: Mapping[str, Any], source: str) -> dict[str, Any]:
+    out: dict[str, dict[str, Any]] = {}
+    for dotted, value in flat.items():
+        section, _, key = dotted.partition(".")
+        if not key:
+            raise ConfigError(f"{source}: setting {dotted!r} needs a section, like server.port")
+        out.setdefault(section, {})[key] = value
+    return out
+
+
+def _merge(raw: dict[str, dict[str, Any]], new: Mapping[str, Any], source: str) -> None:
+    for section, values in new.items():
+        if section not in raw:
+            raise ConfigError(f"{source}: unknown section {section!r} "
+                              f"(known: {', '.join(raw)})")
+        if not isinstance(values, dict):
+            raise ConfigError(f"{source}: section {section!r} must be a table of settings")
+        raw[section].update(values)
+
+
+def _build(raw: dict[str, dict[str, Any]]) -> Config:
+    sections = {name: _build_section(name, cls, raw[name]) for name, cls in _SECTIONS.items()}
+    model = dict(raw["model"])
+    name = model.pop("name", "counter")
+    if not isinstance(name, str) or not name:
+        raise ConfigError("model.name must be a model's name, like 'counter'")
+    return Config(model=ModelConfig(name=name, params=model), **sections)
+
+
+def _build_section(name: str, cls: type, values: dict[str, Any]) -> Any:
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    kwargs: dict[str, Any] = {}
+    for key, value in values.items():
+        f = fields.get(key)
+        if f is None:
+            raise ConfigError(f"unknown setting {name}.{key} (known: {', '.join(fields)})")
+        kwargs[key] = coerce(f"{name}.{key}", value, type(f.default), f.metadata)
+    return cls(**kwargs)
+
+
+def coerce(where: str, value: Any, kind: type, meta: Mapping[str, Any] | None = None) -> Any:
+    """Check one value against its type and bounds, with a message that names the setting."""
+    meta = meta or {}
+    if kind is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where} must be true or false, got {value!r}")
+        return value
+    if kind is int:
+        if isinstance(value, bool) or not isinstance(value, int | float) or int(value) != value:
+            raise ConfigError(f"{where} must be a whole number, got {value!r}")
+        value = int(value)
+    elif kind is float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ConfigError(f"{where} must be a number, got {value!r}")
+        value = float(value)
+    elif kind is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{where} must be text, got {value!r}")
+        return value
+    lo, hi = meta.get("min"), meta.get("max")
+    if (lo is not None and value < lo) or (hi is not None and value > hi):
+        raise ConfigError(f"{where} must be between {lo} and {hi}, got {value!r}")
+    return value
+
+
+def describe_settings() -> list[tuple[str, Any, str]]:
+    """(dotted name, default, doc) for every setting, for docs and ``--help``."""
+    rows = []
+    for name, cls in _SECTIONS.items():
+        for f in dataclasses.fields(cls):
+            rows.append((f"{name}.{f.name}", f.default, f.metadata.get("doc", "")))
+    return rows

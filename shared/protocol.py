@@ -1,0 +1,277 @@
+"""The client <-> gateway protocol: JSON control messages and JSON events.
+
+Field names follow the upstream streamer-template so its clients keep working. Parsing is strict
+about types and lenient about absent optional fields; every failure is a :class:`ProtocolError`
+whose message says what was expected and what came.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import WSCloseCode
+
+from shared.errors import ProtocolError
+
+MAX_CHANNELS = 8
+MIN_SAMPLE_RATE = 1_000
+MAX_SAMPLE_RATE = 384_000
+MAX_TRACE_ID_LEN = 512
+# (bit_depth, is_float) -> numpy dtype string of the little-endian samples.
+SAMPLE_FORMATS: dict[tuple[int, bool], str] = {(16, False): "<i2", (32, False): "<i4",
+                                               (32, True): "<f4"}
+
+
+@dataclass(frozen=True, slots=True)
+class AudioFormat:
+    channels: int = 1
+    sample_rate: int = 16_000
+    bit_depth: int = 16
+    is_float: bool = False
+
+    @property
+    def dtype(self) -> str:
+        return SAMPLE_FORMATS[(self.bit_depth, self.is_float)]
+
+    @property
+    def frame_bytes(self) -> int:
+        """Bytes in one frame (one sample of every channel)."""
+        return self.channels * self.bit_depth // 8
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"channels": self.channels, "sample_rate": self.sample_rate,
+                "bit_depth": self.bit_depth, "is_float": self.is_float}
+
+    @classmethod
+    def from_dict(cls, raw: Any) -> AudioFormat:
+        if not isinstance(raw, dict):
+            raise _invalid(f"'format' must be an object, got {_kind(raw)}")
+        unknown = set(raw) - {"channels", "sample_rate", "bit_depth", "is_float"}
+        if unknown:
+            raise _invalid(f"unknown field(s) in 'format': {', '.join(sorted(unknown))}")
+        fmt = cls(
+            channels=_int(raw, "channels", 1, "format."),
+            sample_rate=_int(raw, "sample_rate", 16_000, "format."),
+            bit_depth=_int(raw, "bit_depth", 16, "format."),
+            is_float=_bool(raw, "is_float", False, "format."),
+        )
+        fmt.validate()
+        return fmt
+
+    def validate(self) -> None:
+        unsupported = WSCloseCode.UNSUPPORTED_DATA
+        if not 1 <= self.channels <= MAX_CHANNELS:
+            raise ProtocolError(f"unsupported format: channels must be 1 to {MAX_CHANNELS}, "
+                                f"got {self.channels}", unsupported)
+        if not MIN_SAMPLE_RATE <= self.sample_rate <= MAX_SAMPLE_RATE:
+            raise ProtocolError(f"unsupported format: sample_rate must be {MIN_SAMPLE_RATE} to "
+                                f"{MAX_SAMPLE_RATE} Hz, got {self.sample_rate}", unsupported)
+        if (self.bit_depth, self.is_float) not in SAMPLE_FORMATS:
+            kinds = ", ".join(f"bit_depth {b} with is_float {str(f).lower()}"
+                              for b, f in SAMPLE_FORMATS)
+            raise ProtocolError(f"unsupported format: bit_depth {self.bit_depth} with is_float "
+                                f"{str(self.is_float).lower()}; supported: {kinds}", unsupported)
+
+
+@dataclass(frozen=True, slots=True)
+class StartRequest:
+    format: AudioFormat = field(default_factory=AudioFormat)
+    trace_id: str | None = None
+    interim_results: bool = False
+    options: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> str:
+        msg: dict[str, Any] = {"request": "start", "format": self.format.to_dict(),
+                               "interim_results": self.interim_results}
+        if self.trace_id is not None:
+            msg["trace_id"] = self.trace_id
+        msg.update(self.options)
+        return json.dumps(msg)
+
+
+@dataclass(frozen=True, slots=True)
+class StopRequest:
+    disconnect: bool = False
+
+    def to_json(self) -> str:
+        return json.dumps({"request": "stop", "disconnect": self.disconnect})
+
+
+ClientMessage = StartRequest | StopRequest
+
+# Optional start fields that later features read (validated by their owners).
+START_OPTION_FIELDS = frozenset({"vad"})
+
+
+def parse_client_message(text: str) -> ClientMessage:
+    """Parse one JSON text frame from a client."""
+    try:
+        raw = json.loads(text)
+    except (json.JSONDecodeError, RecursionError) as exc:
+        raise _invalid(f"control message is not valid JSON ({exc})") from None
+    if not isinstance(raw, dict):
+        raise _invalid(f"control message must be a JSON object, got {_kind(raw)}")
+    request = raw.get("request")
+    if request == "start":
+        return _parse_start(raw)
+    if request == "stop":
+        unknown = set(raw) - {"request", "disconnect"}
+        if unknown:
+            raise _invalid(f"unknown field(s) in 'stop': {', '.join(sorted(unknown))}")
+        return StopRequest(disconnect=_bool(raw, "disconnect", False))
+    if request is None:
+        raise _invalid("control message needs a 'request' field ('start' or 'stop')")
+    shown = json.dumps(request)[:40]
+    raise _invalid(f"unknown request {shown}; expected 'start' or 'stop'")
+
+
+def _parse_start(raw: dict[str, Any]) -> StartRequest:
+    known = {"request", "trace_id", "interim_results", "format"} | START_OPTION_FIELDS
+    unknown = set(raw) - known
+    if unknown:
+        raise _invalid(f"unknown field(s) in 'start': {', '.join(sorted(unknown))}")
+    trace_id = raw.get("trace_id")
+    if trace_id is not None:
+        if not isinstance(trace_id, str):
+            raise _invalid(f"'trace_id' must be a string, got {_kind(trace_id)}")
+        if len(trace_id) > MAX_TRACE_ID_LEN:
+            raise _invalid(f"'trace_id' is {len(trace_id)} characters; at most "
+                           f"{MAX_TRACE_ID_LEN} are accepted")
+    fmt = AudioFormat.from_dict(raw["format"]) if "format" in raw else AudioFormat()
+    options = {k: raw[k] for k in START_OPTION_FIELDS if k in raw}
+    return StartRequest(format=fmt, trace_id=trace_id,
+                        interim_results=_bool(raw, "interim_results", False), options=options)
+
+
+# ---- events, gateway -> client -------------------------------------------------------------
+
+@dataclass(frozen=True, slots=True)
+class SegmentEvent:
+    channel: int
+    start_time: float
+    end_time: float
+    output: dict[str, Any]
+    is_final: bool | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        d: dict[str, Any] = {"type": "segment", "channel": self.channel,
+                             "start_time": round(self.start_time, 6),
+                             "end_time": round(self.end_time, 6)}
+        if self.is_final is not None:
+            d["is_final"] = self.is_final
+        for key, value in self.output.items():
+            d.setdefault(key, value)
+        return d
+
+
+@dataclass(frozen=True, slots=True)
+class ActivityEvent:
+    """``active`` when speech starts on a channel, ``inactive`` when it ends."""
+
+    type: str
+    channel: int
+    time: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"type": self.type, "channel": self.channel, "time": round(self.time, 6)}
+
+
+@dataclass(frozen=True, slots=True)
+class ErrorEvent:
+    channel: int
+    message: str
+    start_time: float | None = None
+    end_time: float | None = None
+    is_final: bool | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        d: dict[str, Any] = {"type": "error", "channel": self.channel, "message": self.message}
+        if self.start_time is not None:
+            d["start_time"] = round(self.start_time, 6)
+        if self.end_time is not None:
+            d["end_time"] = round(self.end_time, 6)
+        if self.is_final is not None:
+            d["is_final"] = self.is_final
+        return d
+
+
+@dataclass(frozen=True, slots=True)
+class StoppedEvent:
+    """Sent per channel after its last result once a stream ends (an addition to upstream):
+    lets a client that keeps the socket open know every result of the stream has arrived."""
+
+    channel: int
+    time: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"type": "stopped", "channel": self.channel, "time": round(self.time, 6)}
+
+
+ServerEvent = SegmentEvent | ActivityEvent | ErrorEvent | StoppedEvent
+
+
+def encode_event(event: ServerEvent) -> str:
+    return json.dumps(event.to_dict())
+
+
+def parse_server_event(text: str) -> ServerEvent:
+    """Parse an event as a client sees it (used by the client library and tests)."""
+    try:
+        raw = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ProtocolError(f"server sent invalid JSON ({exc})",
+                            WSCloseCode.INVALID_TEXT) from None
+    if not isinstance(raw, dict) or "type" not in raw or "channel" not in raw:
+        raise ProtocolError(f"server event lacks 'type' or 'channel': {text[:80]}")
+    kind, channel = raw["type"], raw["channel"]
+    if kind == "segment":
+        output = {k: v for k, v in raw.items()
+                  if k not in {"type", "channel", "start_time", "end_time", "is_final"}}
+        return SegmentEvent(channel, raw["start_time"], raw["end_time"], output,
+                            raw.get("is_final"))
+    if kind in ("active", "inactive"):
+        return ActivityEvent(kind, channel, raw["time"])
+    if kind == "error":
+        return ErrorEvent(channel, raw["message"], raw.get("start_time"), raw.get("end_time"),
+                          raw.get("is_final"))
+    if kind == "stopped":
+        return StoppedEvent(channel, raw["time"])
+    raise ProtocolError(f"server sent an unknown event type {kind!r}")
+
+
+# ---- field helpers ------------------------------------------------------------------------
+
+def _invalid(message: str) -> ProtocolError:
+    return ProtocolError(message, WSCloseCode.INVALID_TEXT)
+
+
+def _kind(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int | float):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, list):
+        return "an array"
+    return "an object"
+
+
+def _int(raw: dict[str, Any], key: str, default: int, prefix: str = "") -> int:
+    value = raw.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int):
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        raise _invalid(f"'{prefix}{key}' must be an integer, got {_kind(value)}")
+    return value
+
+
+def _bool(raw: dict[str, Any], key: str, default: bool, prefix: str = "") -> bool:
+    value = raw.get(key, default)
+    if not isinstance(value, bool):
+        raise _invalid(f"'{prefix}{key}' must be true or false, got {_kind(value)}")
+    return value

@@ -1,0 +1,1 @@
+"""Worker processes: take a segment, run the model, return the result."""

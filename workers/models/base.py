@@ -1,0 +1,94 @@
+"""The model interface: one class per model, registered by name."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, ClassVar, TypeVar
+
+import numpy as np
+
+from shared.config import coerce
+from shared.errors import ConfigError
+
+
+@dataclass(frozen=True, slots=True)
+class SegmentInfo:
+    """What a model may know about the audio it is given besides the samples."""
+
+    session_id: str
+    channel: int
+    start_time: float
+    end_time: float
+    is_final: bool | None
+    stateful_key: str | None = None
+
+
+class Model:
+    """Subclass, set ``Params`` to a dataclass of the model's settings, and implement ``infer``.
+
+    ``infer`` runs in a worker process and may block or burn CPU as long as it likes. A model
+    that keeps state between segments of one stream sets ``stateful = True``; the gateway then
+    sends every segment of a (session, channel) to the same worker, in order, and calls
+    ``end_stream`` when that stream is over.
+    """
+
+    stateful: ClassVar[bool] = False
+
+    @dataclass(frozen=True, slots=True)
+    class Params:
+        pass
+
+    def __init__(self, params: Any) -> None:
+        self.params = params
+
+    def warmup(self) -> None:
+        """Run once before the worker says it is ready (load weights, first slow call)."""
+
+    def infer(self, audio: np.ndarray, info: SegmentInfo) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def end_stream(self, stateful_key: str) -> None:
+        """Forget what was kept for one stream (stateful models only)."""
+
+
+M = TypeVar("M", bound=type[Model])
+_REGISTRY: dict[str, type[Model]] = {}
+
+
+def register(name: str) -> Callable[[M], M]:
+    def wrap(cls: M) -> M:
+        if name in _REGISTRY:
+            raise ValueError(f"model {name!r} registered twice")
+        _REGISTRY[name] = cls
+        return cls
+    return wrap
+
+
+def model_names() -> list[str]:
+    return sorted(_REGISTRY)
+
+
+def model_class(name: str) -> type[Model]:
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        raise ConfigError(f"unknown model {name!r} (known: {', '.join(model_names())})") from None
+
+
+def parse_params(cls: type[Model], raw: Mapping[str, Any], name: str) -> Any:
+    """Validate a model's parameters from config with messages that name the setting."""
+    fields = {f.name: f for f in dataclasses.fields(cls.Params)}
+    unknown = set(raw) - set(fields)
+    if unknown:
+        raise ConfigError(f"unknown parameter(s) for model {name!r}: "
+                          f"{', '.join(sorted(unknown))} (known: {', '.join(fields) or 'none'})")
+    values = {k: coerce(f"model.{k}", v, type(fields[k].default), fields[k].metadata)
+              for k, v in raw.items()}
+    return cls.Params(**values)
+
+
+def make_model(name: str, raw_params: Mapping[str, Any]) -> Model:
+    cls = model_class(name)
+    return cls(parse_params(cls, raw_params, name))

@@ -1,0 +1,78 @@
+"""The upstream stub model: counts samples, at a configurable cost and failure rate.
+
+It stands in for real inference in tests and benchmarks: ``mode="spin"`` burns CPU while holding
+the GIL, the way a neural network's Python-side work does, so anything that runs it on the event
+loop's thread shows it at once.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from shared.config import setting
+from shared.errors import ConfigError, ModelError
+from workers.models.base import Model, SegmentInfo, register
+
+PANIC_EXIT_CODE = 101  # what a panicking Rust worker exits with upstream
+
+
+@register("counter")
+class CounterModel(Model):
+    @dataclass(frozen=True, slots=True)
+    class Params:
+        delay: float = setting(0.0, 0.0, 60.0, "seconds per call")
+        constant_factor: float = setting(0.0, 0.0, 100.0, "seconds per second of audio")
+        jitter: float = setting(0.0, 0.0, 60.0, "up to this many seconds added at random")
+        failure_rate: float = setting(0.0, 0.0, 1.0, "chance a call returns an error")
+        panic_rate: float = setting(0.0, 0.0, 1.0, "chance a call kills the worker process")
+        warmup_penalty: float = setting(0.0, 0.0, 1000.0,
+                                     "the first call costs (1 + this) times the usual")
+        mode: str = setting("spin", doc="'spin' burns CPU holding the GIL; 'sleep' waits")
+        seed: int = setting(-1, -1, 2**31, "random seed (-1: from the OS)")
+
+    def __init__(self, params: Params) -> None:
+        if params.mode not in ("spin", "sleep"):
+            raise ConfigError(f"model.mode must be 'spin' or 'sleep', got {params.mode!r}")
+        super().__init__(params)
+        self._rng = random.Random(None if params.seed < 0 else params.seed)
+        self._calls = 0
+
+    def warmup(self) -> None:
+        self._spend(self._cost(1.0))
+        self._calls += 1
+
+    def infer(self, audio: np.ndarray, info: SegmentInfo) -> dict[str, Any]:
+        p = self.params
+        cost = self._cost(len(audio) / 16_000)
+        self._calls += 1
+        if p.panic_rate and self._rng.random() < p.panic_rate:
+            os._exit(PANIC_EXIT_CODE)  # a real crash: no cleanup, no reply
+        self._spend(cost)
+        if p.failure_rate and self._rng.random() < p.failure_rate:
+            raise ModelError("counter model failed on purpose (failure_rate)")
+        return {"count": int(len(audio))}
+
+    def _cost(self, seconds_of_audio: float) -> float:
+        p = self.params
+        cost = p.delay + p.constant_factor * seconds_of_audio
+        if p.jitter:
+            cost += self._rng.uniform(0.0, p.jitter)
+        if self._calls == 0:
+            cost *= 1.0 + p.warmup_penalty
+        return cost
+
+    def _spend(self, seconds: float) -> None:
+        if seconds <= 0:
+            return
+        if self.params.mode == "sleep":
+            time.sleep(seconds)
+            return
+        deadline = time.perf_counter() + seconds
+        while time.perf_counter() < deadline:
+            pass
