@@ -1,0 +1,167 @@
+"""Async client library: connect, start, send audio, read events, stop.
+
+    async with await StreamerClient.connect("ws://127.0.0.1:8080/api/v1/simple") as client:
+        await client.start(AudioFormat(channels=1, sample_rate=16000))
+        await client.send_audio(pcm_bytes)
+        await client.stop()
+        async for event in client.events():
+            print(event)
+
+``events()`` ends when every channel of the stream has reported ``stopped`` or the socket closed.
+:func:`stream_wav` does all of it for a WAV file, sending and receiving at the same time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import wave
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import aiohttp
+
+from shared.protocol import (
+    AudioFormat,
+    ServerEvent,
+    StartRequest,
+    StopRequest,
+    StoppedEvent,
+    parse_server_event,
+)
+
+
+class StreamerClient:
+    def __init__(self, session: aiohttp.ClientSession, ws: aiohttp.ClientWebSocketResponse,
+                 owns_session: bool) -> None:
+        self._session = session
+        self.ws = ws
+        self._owns_session = owns_session
+        self._channels = 0
+        self._stopped: set[int] = set()
+
+    @classmethod
+    async def connect(cls, url: str, *, session: aiohttp.ClientSession | None = None,
+                      headers: dict[str, str] | None = None,
+                      timeout: float = 10.0) -> StreamerClient:
+        owns = session is None
+        session = session or aiohttp.ClientSession()
+        try:
+            ws = await session.ws_connect(url, headers=headers, max_msg_size=0,
+                                          timeout=aiohttp.ClientWSTimeout(ws_close=timeout))
+        except BaseException:
+            if owns:
+                await session.close()
+            raise
+        return cls(session, ws, owns)
+
+    async def __aenter__(self) -> StreamerClient:
+        return self
+
+    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                        tb: TracebackType | None) -> None:
+        await self.close()
+
+    @property
+    def close_code(self) -> int | None:
+        return self.ws.close_code
+
+    async def start(self, fmt: AudioFormat, *, interim_results: bool = False,
+                    trace_id: str | None = None, **options: Any) -> None:
+        self._channels = fmt.channels
+        self._stopped = set()
+        await self.ws.send_str(StartRequest(fmt, trace_id, interim_results, options).to_json())
+
+    async def send_audio(self, data: bytes) -> None:
+        await self.ws.send_bytes(data)
+
+    async def stop(self, disconnect: bool = False) -> None:
+        await self.ws.send_str(StopRequest(disconnect).to_json())
+
+    async def events(self) -> AsyncIterator[ServerEvent]:
+        """Events of the current stream, until all its channels stopped or the socket closed."""
+        while len(self._stopped) < max(self._channels, 1):
+            msg = await self.ws.receive()
+            if msg.type != aiohttp.WSMsgType.TEXT:
+                return  # closed (close_code says why) or an error
+            event = parse_server_event(msg.data)
+            if isinstance(event, StoppedEvent):
+                self._stopped.add(event.channel)
+            yield event
+
+    async def close(self) -> None:
+        await self.ws.close()
+        if self._owns_session:
+            await self._session.close()
+
+
+@dataclass(slots=True)
+class StreamReport:
+    """What came back for one streamed file."""
+
+    events: list[ServerEvent] = field(default_factory=list)
+    close_code: int | None = None
+    first_result_latency: float | None = None  # seconds from the first audio sent
+    total_time: float = 0.0
+    audio_seconds: float = 0.0
+
+
+def read_wav(path: str | Path) -> tuple[AudioFormat, bytes]:
+    """PCM WAV (16- or 32-bit integer) -> format and interleaved little-endian bytes."""
+    try:
+        with wave.open(str(path), "rb") as w:
+            width, rate, channels = w.getsampwidth(), w.getframerate(), w.getnchannels()
+            data = w.readframes(w.getnframes())
+    except wave.Error as exc:
+        raise ValueError(f"{path}: not a PCM WAV file the client can read ({exc}); "
+                         "convert it to 16-bit PCM, e.g. sox in.wav -b 16 out.wav") from None
+    if width not in (2, 4):
+        raise ValueError(f"{path}: {8 * width}-bit samples; use 16- or 32-bit PCM")
+    return AudioFormat(channels=channels, sample_rate=rate, bit_depth=8 * width), data
+
+
+async def stream_audio(url: str, fmt: AudioFormat, data: bytes, *, chunk_size: int = 8192,
+                       real_time: bool = False, interim_results: bool = False,
+                       disconnect: bool = True, trace_id: str | None = None,
+                       on_event: Callable[[ServerEvent], None] | None = None,
+                       **options: Any) -> StreamReport:
+    """Send ``data`` in chunks (paced to real time if asked) while collecting every event."""
+    report = StreamReport(audio_seconds=len(data) / (fmt.frame_bytes * fmt.sample_rate))
+    bytes_per_second = fmt.frame_bytes * fmt.sample_rate
+    async with await StreamerClient.connect(url) as client:
+        await client.start(fmt, interim_results=interim_results, trace_id=trace_id, **options)
+        t0 = time.perf_counter()
+
+        async def send() -> None:
+            for offset in range(0, len(data), chunk_size):
+                if real_time:
+                    due = t0 + offset / bytes_per_second
+                    delay = due - time.perf_counter()
+                    if delay > 0:
+                        await asyncio.sleep(delay)
+                await client.send_audio(data[offset:offset + chunk_size])
+            await client.stop(disconnect=disconnect)
+
+        sender = asyncio.create_task(send())
+        try:
+            async for event in client.events():
+                if report.first_result_latency is None and not isinstance(event, StoppedEvent):
+                    report.first_result_latency = time.perf_counter() - t0
+                report.events.append(event)
+                if on_event is not None:
+                    on_event(event)
+        finally:
+            if not sender.done():
+                sender.cancel()
+            try:
+                await sender
+            except (asyncio.CancelledError, ConnectionError):
+                pass
+        if disconnect:
+            await client.ws.receive()  # the server's close frame
+        report.close_code = client.close_code
+        report.total_time = time.perf_counter() - t0
+    return report
