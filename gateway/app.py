@@ -9,6 +9,7 @@ from aiohttp import web
 
 from gateway.pool import Pool, make_pool
 from gateway.routes import add_routes
+from gateway.session import Session
 from gateway.state import CONFIG, POOL, SESSIONS
 from shared.config import Config
 
@@ -32,4 +33,5 @@ async def _pool_ctx(app: web.Application) -> AsyncIterator[None]:
 
 
 async def _close_sessions(app: web.Application) -> None:
-    await asyncio.gather(*(s.shutdown() for s in list(app[SESSIONS])), return_exceptions=True)
+    sessions: set[Session] = app[SESSIONS]
+    await asyncio.gather(*(s.shutdown() for s in list(sessions)), return_exceptions=True)

@@ -6,7 +6,7 @@ from aiohttp import web
 
 from gateway.audio import MODEL_RATE
 from gateway.segmenters import FixedSegmenter, Segmenter
-from gateway.session import Session, SegmenterFactory
+from gateway.session import SegmenterFactory, Session
 from gateway.state import CONFIG, POOL, SESSIONS
 from shared.config import Config
 from shared.errors import ProtocolError

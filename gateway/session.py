@@ -32,8 +32,8 @@ from shared.protocol import (
     SegmentEvent,
     ServerEvent,
     StartRequest,
-    StopRequest,
     StoppedEvent,
+    StopRequest,
     encode_event,
     parse_client_message,
 )

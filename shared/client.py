@@ -14,8 +14,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 import wave
+from collections import deque
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,8 +30,8 @@ from shared.protocol import (
     AudioFormat,
     ServerEvent,
     StartRequest,
-    StopRequest,
     StoppedEvent,
+    StopRequest,
     parse_server_event,
 )
 
@@ -40,18 +42,17 @@ class StreamerClient:
         self._session = session
         self.ws = ws
         self._owns_session = owns_session
-        self._channels = 0
-        self._stopped: set[int] = set()
+        self._streams: deque[int] = deque()  # channel counts of streams not yet read to the end
 
     @classmethod
     async def connect(cls, url: str, *, session: aiohttp.ClientSession | None = None,
                       headers: dict[str, str] | None = None,
-                      timeout: float = 10.0) -> StreamerClient:
+                      close_timeout: float = 10.0) -> StreamerClient:
         owns = session is None
         session = session or aiohttp.ClientSession()
         try:
             ws = await session.ws_connect(url, headers=headers, max_msg_size=0,
-                                          timeout=aiohttp.ClientWSTimeout(ws_close=timeout))
+                                          timeout=aiohttp.ClientWSTimeout(ws_close=close_timeout))
         except BaseException:
             if owns:
                 await session.close()
@@ -71,8 +72,7 @@ class StreamerClient:
 
     async def start(self, fmt: AudioFormat, *, interim_results: bool = False,
                     trace_id: str | None = None, **options: Any) -> None:
-        self._channels = fmt.channels
-        self._stopped = set()
+        self._streams.append(fmt.channels)
         await self.ws.send_str(StartRequest(fmt, trace_id, interim_results, options).to_json())
 
     async def send_audio(self, data: bytes) -> None:
@@ -82,15 +82,20 @@ class StreamerClient:
         await self.ws.send_str(StopRequest(disconnect).to_json())
 
     async def events(self) -> AsyncIterator[ServerEvent]:
-        """Events of the current stream, until all its channels stopped or the socket closed."""
-        while len(self._stopped) < max(self._channels, 1):
+        """Events of the oldest stream not yet read to its end: until all its channels stopped,
+        or the socket closed (``close_code`` then says why)."""
+        channels = self._streams[0] if self._streams else 1
+        stopped: set[int] = set()
+        while len(stopped) < channels:
             msg = await self.ws.receive()
             if msg.type != aiohttp.WSMsgType.TEXT:
-                return  # closed (close_code says why) or an error
+                return
             event = parse_server_event(msg.data)
             if isinstance(event, StoppedEvent):
-                self._stopped.add(event.channel)
+                stopped.add(event.channel)
             yield event
+        if self._streams:
+            self._streams.popleft()
 
     async def close(self) -> None:
         await self.ws.close()
@@ -156,10 +161,8 @@ async def stream_audio(url: str, fmt: AudioFormat, data: bytes, *, chunk_size: i
         finally:
             if not sender.done():
                 sender.cancel()
-            try:
+            with contextlib.suppress(asyncio.CancelledError, ConnectionError):
                 await sender
-            except (asyncio.CancelledError, ConnectionError):
-                pass
         if disconnect:
             await client.ws.receive()  # the server's close frame
         report.close_code = client.close_code

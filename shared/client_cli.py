@@ -10,7 +10,7 @@ import sys
 import aiohttp
 
 from shared.client import read_wav, stream_audio
-from shared.protocol import ErrorEvent, ServerEvent, SegmentEvent
+from shared.protocol import ErrorEvent, SegmentEvent, ServerEvent
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,26 @@
+"""Test audio in any wire format."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from shared.protocol import AudioFormat
+
+
+def make_pcm(fmt: AudioFormat, seconds: float, seed: int = 0) -> bytes:
+    """Interleaved little-endian PCM: a different tone per channel plus a little noise."""
+    rng = np.random.default_rng(seed)
+    n = int(round(seconds * fmt.sample_rate))
+    t = np.arange(n) / fmt.sample_rate
+    chans = [0.4 * np.sin(2 * np.pi * (220 + 110 * c) * t) + 0.05 * rng.standard_normal(n)
+             for c in range(fmt.channels)]
+    x = np.clip(np.stack(chans, axis=1), -1.0, 1.0)
+    if fmt.is_float:
+        return x.astype("<f4").tobytes()
+    if fmt.bit_depth == 16:
+        return (x * 32767).astype("<i2").tobytes()
+    return (x * 2147483647).astype("<i4").tobytes()
+
+
+def split(data: bytes, size: int) -> list[bytes]:
+    return [data[i:i + size] for i in range(0, len(data), size)]

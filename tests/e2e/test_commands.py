@@ -1,0 +1,125 @@
+"""The console scripts as a user runs them: the gateway and the client as separate processes."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+import wave
+from pathlib import Path
+
+import pytest
+
+from shared.protocol import AudioFormat
+from tests.audio_gen import make_pcm
+
+BIN = Path(sys.executable).parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_healthy(port: int, proc: subprocess.Popen, timeout: float = 30.0) -> dict:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise AssertionError(f"gateway exited with {proc.returncode}: "
+                                 f"{proc.stderr.read().decode()}")
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/v1/health",
+                                        timeout=1) as r:
+                return json.load(r)
+        except OSError:
+            time.sleep(0.05)  # polling a process we do not control, bounded by the deadline
+    raise AssertionError("gateway did not become healthy")
+
+
+@pytest.fixture
+def gateway_process():
+    procs = []
+
+    def start(*args: str) -> tuple[int, subprocess.Popen]:
+        port = free_port()
+        env = {k: v for k, v in os.environ.items() if not k.startswith("STREAMER_")}
+        proc = subprocess.Popen([str(BIN / "streamer-gateway"), "--port", str(port), *args],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+        procs.append(proc)
+        wait_healthy(port, proc)
+        return port, proc
+
+    yield start
+    for proc in procs:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGINT)
+            try:
+                proc.wait(15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        proc.stdout.close()
+        proc.stderr.close()
+
+
+def write_wav(path: Path, fmt: AudioFormat, seconds: float) -> None:
+    with wave.open(str(path), "wb") as w:
+        w.setnchannels(fmt.channels)
+        w.setsampwidth(fmt.bit_depth // 8)
+        w.setframerate(fmt.sample_rate)
+        w.writeframes(make_pcm(fmt, seconds))
+
+
+def test_client_cli_streams_a_wav_file_to_the_gateway_cli(gateway_process, tmp_path):
+    port, _ = gateway_process("--workers", "2", "--set", "model.delay=0.01")
+    wav = tmp_path / "speech.wav"
+    write_wav(wav, AudioFormat(2, 44100, 16, False), 1.6)
+    out = subprocess.run([str(BIN / "streamer-client"), "-i", str(wav), "--addr",
+                          f"ws://127.0.0.1:{port}/api/v1/simple", "--chunk-size", "3001"],
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    events = [json.loads(line) for line in out.stdout.splitlines()]
+    for channel in (0, 1):
+        segs = [e for e in events if e["type"] == "segment" and e["channel"] == channel]
+        assert [s["start_time"] for s in segs] == [0.0, 0.5, 1.0, 1.5]
+        assert sum(s["count"] for s in segs) == 25600
+    assert "first result after" in out.stderr and "close code 1000" in out.stderr
+
+
+def test_gateway_refuses_bad_configuration_with_a_message(tmp_path):
+    out = subprocess.run([str(BIN / "streamer-gateway"), "--set", "model.delay=-1"],
+                         capture_output=True, text=True, timeout=30)
+    assert out.returncode == 2
+    assert "configuration error: model.delay must be between" in out.stderr
+    out = subprocess.run([str(BIN / "streamer-gateway"), "--model", "nope"],
+                         capture_output=True, text=True, timeout=30)
+    assert out.returncode == 2 and "unknown model 'nope'" in out.stderr
+
+
+def test_gateway_stops_on_sigint_and_leaves_no_worker_behind(gateway_process):
+    port, proc = gateway_process("--workers", "2")
+    import psutil
+
+    children = psutil.Process(proc.pid).children(recursive=True)
+    proc.send_signal(signal.SIGINT)
+    assert proc.wait(20) == 0
+    gone, alive = psutil.wait_procs(children, timeout=10)
+    assert alive == []
+
+
+def test_client_cli_reports_a_missing_file_and_an_unreachable_gateway(tmp_path):
+    out = subprocess.run([str(BIN / "streamer-client"), "-i", str(tmp_path / "none.wav")],
+                         capture_output=True, text=True, timeout=30)
+    assert out.returncode != 0 and "No such file" in out.stderr
+    wav = tmp_path / "a.wav"
+    write_wav(wav, AudioFormat(1, 16000, 16, False), 0.1)
+    out = subprocess.run([str(BIN / "streamer-client"), "-i", str(wav), "--addr",
+                          f"ws://127.0.0.1:{free_port()}/api/v1/simple"],
+                         capture_output=True, text=True, timeout=30)
+    assert out.returncode != 0 and "cannot stream to" in out.stderr

@@ -1,0 +1,90 @@
+"""The dispatcher's bookkeeping, with workers stood in by lists of sent envelopes."""
+
+import pytest
+
+from gateway.dispatch import Dispatcher
+from shared.wire import EndSession, InferenceRequest, InferenceResult, from_wire
+
+
+def req(rid: int, key: str | None = None) -> InferenceRequest:
+    return InferenceRequest(rid, "s", 0, rid, 0.0, 0.1, b"\x00" * 8, stateful_key=key)
+
+
+def ok(rid: int, worker: int) -> InferenceResult:
+    return InferenceResult(request_id=rid, worker_id=worker, output={"count": 2})
+
+
+class Wires:
+    def __init__(self) -> None:
+        self.sent: dict[int, list] = {}
+
+    def add(self, d: Dispatcher, wid: int) -> None:
+        self.sent[wid] = []
+        d.add_worker(wid, lambda data, wid=wid: self.sent[wid].append(from_wire(data)))
+
+    def ids(self, wid: int) -> list[int]:
+        return [m.request_id for m in self.sent[wid] if isinstance(m, InferenceRequest)]
+
+
+async def test_least_loaded_with_a_per_worker_limit_and_fifo_queue():
+    d, w = Dispatcher(per_worker=2), Wires()
+    w.add(d, 0)
+    w.add(d, 1)
+    futs = [d.submit(req(i)) for i in range(1, 6)]
+    assert sorted(w.ids(0) + w.ids(1)) == [1, 2, 3, 4]
+    assert d.stats().queued == 1
+    first = w.ids(0)[0]
+    d.on_result(ok(first, 0))
+    assert futs[first - 1].result().output == {"count": 2}
+    assert 5 in w.ids(0)  # the freed slot took the queued request
+    assert w.sent[0][-1].sent_at > 0
+
+
+async def test_dead_worker_requests_are_resent_then_failed_after_retries():
+    d, w = Dispatcher(per_worker=1, max_retries=1), Wires()
+    w.add(d, 0)
+    fut = d.submit(req(1))
+    w.add(d, 1)
+    d.remove_worker(0, "worker 0 crashed")
+    assert w.ids(1) == [1]
+    assert w.sent[1][0].attempt == 1
+    assert d.stats().redispatched == 1
+    d.remove_worker(1, "worker 1 crashed")
+    result = fut.result()
+    assert result.error == "inference failed: worker 1 crashed (tried 2 times)"
+    assert d.stats().crashed_requests == 1
+
+
+async def test_requests_wait_for_a_worker_and_a_late_result_is_dropped():
+    d, w = Dispatcher(), Wires()
+    fut = d.submit(req(1))
+    assert d.stats().queued == 1
+    w.add(d, 0)
+    assert w.ids(0) == [1]
+    d.cancel([1])
+    assert fut.cancelled()
+    d.on_result(ok(1, 0))  # arrives after the session left: dropped, no error
+    assert d.stats().inflight == 0
+
+
+async def test_duplicate_request_id_is_an_error():
+    d = Dispatcher()
+    d.submit(req(1))
+    with pytest.raises(ValueError, match="already in flight"):
+        d.submit(req(1))
+
+
+async def test_affinity_keeps_a_stream_on_one_worker_and_end_stream_tells_it():
+    d, w = Dispatcher(per_worker=1), Wires()
+    w.add(d, 0)
+    w.add(d, 1)
+    a1 = d.submit(req(1, "A"))
+    d.submit(req(2))  # goes to the other worker
+    d.submit(req(3, "A"))  # must wait for A's worker, not take a free one
+    assert w.ids(0) == [1] and w.ids(1) == [2]
+    d.on_result(ok(2, 1))
+    assert w.ids(1) == [2]  # request 3 did not move to worker 1
+    d.on_result(ok(1, 0))
+    assert a1.done() and w.ids(0) == [1, 3]
+    d.end_stream("A")
+    assert isinstance(w.sent[0][-1], EndSession)

@@ -1,0 +1,74 @@
+import pathlib
+
+import msgpack
+import numpy as np
+import pytest
+
+from shared.errors import WireError
+from shared.wire import (
+    EndSession,
+    InferenceRequest,
+    InferenceResult,
+    WorkerReady,
+    frame,
+    from_wire,
+)
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+
+
+def test_request_round_trip_keeps_audio_bit_exact():
+    audio = np.linspace(-1, 1, 8000, dtype=np.float32)
+    req = InferenceRequest(request_id=7, session_id="s1", channel=1, seq=3, start_time=0.5,
+                           end_time=1.0, audio=audio.tobytes(), is_final=True,
+                           stateful_key="s1/1/1", attempt=1, sent_at=12.5,
+                           trace={"traceparent": "00-" + "a" * 32 + "-" + "b" * 16 + "-01"})
+    back = from_wire(req.to_wire())
+    assert back == req
+    assert isinstance(back, InferenceRequest)
+    np.testing.assert_array_equal(back.samples, audio)
+
+
+@pytest.mark.parametrize("msg", [
+    InferenceResult(request_id=1, worker_id=0, output={"count": 5}, queue_wait=0.001,
+                    inference_time=0.01),
+    InferenceResult(request_id=2, worker_id=1, error="inference failed: boom"),
+    WorkerReady(worker_id=3, pid=1234, model="counter", warmup_time=0.2),
+    EndSession(stateful_key="abc/1/0"),
+])
+def test_every_message_round_trips(msg):
+    assert from_wire(msg.to_wire()) == msg
+
+
+def test_frame_is_length_prefixed_like_multiprocessing_connection():
+    assert frame(b"abc") == b"\x00\x00\x00\x03abc"
+
+
+@pytest.mark.parametrize("payload, words", [
+    (b"\xc1", "undecodable"),
+    (msgpack.packb([1, 2]), "must be a map"),
+    (msgpack.packb({"v": 99, "kind": "result"}), "schema version 99"),
+    (msgpack.packb({"v": 1, "kind": "gossip"}), "unknown envelope kind"),
+    (msgpack.packb({"v": 1, "kind": "result", "request_id": 1, "worker_id": 0,
+                    "output": {"a": 1}, "error": "x", "queue_wait": 0,
+                    "inference_time": 0, "batch_size": 1}), "exactly one of"),
+    (msgpack.packb({"v": 1, "kind": "ready", "worker_id": "0", "pid": 1, "model": "m",
+                    "warmup_time": 0}), "'worker_id' has type str"),
+    (msgpack.packb({"v": 1, "kind": "end_session"}), "lacks 'stateful_key'"),
+])
+def test_bad_envelopes_raise_wire_error(payload, words):
+    with pytest.raises(WireError, match=words):
+        from_wire(payload)
+
+
+def test_request_audio_must_be_whole_float32_samples():
+    req = InferenceRequest(1, "s", 0, 0, 0.0, 0.1, b"\x00" * 6)
+    with pytest.raises(WireError, match="not whole float32 samples"):
+        from_wire(req.to_wire())
+
+
+def test_no_pickle_in_the_package():
+    offenders = [str(p.relative_to(ROOT)) for pkg in ("gateway", "workers", "shared")
+                 for p in (ROOT / pkg).rglob("*.py")
+                 if "import pickle" in p.read_text() or "from pickle" in p.read_text()]
+    assert offenders == []
