@@ -3,27 +3,50 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator
 
 from aiohttp import web
 
+from gateway.admission import Admission
+from gateway.looplag import LoopLagMonitor
+from gateway.metrics import Metrics
 from gateway.pool import Pool, make_pool
 from gateway.routes import add_routes
 from gateway.session import Session
-from gateway.state import CONFIG, POOL, SESSIONS
+from gateway.state import ADMISSION, CONFIG, LOOP_LAG, METRICS, POOL, SESSIONS
 from shared.config import Config
+from shared.tracing import setup_tracing
+
+log = logging.getLogger(__name__)
 
 
 def create_app(config: Config, pool: Pool | None = None) -> web.Application:
-    """Build the app; the pool starts with the app and stops after every session closed."""
+    """Build the app. Start-up order: tracing, metrics and loop-lag monitor, then the pool;
+    shutdown runs the other way after every session was drained and closed."""
+    setup_tracing("streamer-gateway")
     app = web.Application()
     app[CONFIG] = config
-    app[POOL] = pool if pool is not None else make_pool(config)
-    app[SESSIONS] = set()
+    the_pool = pool if pool is not None else make_pool(config)
+    app[POOL] = the_pool
+    sessions: set[Session] = set()
+    app[SESSIONS] = sessions
+    app[METRICS] = metrics = Metrics(the_pool.stats)
+    app[LOOP_LAG] = LoopLagMonitor(metrics.loop_lag.observe,
+                                   warn_above=config.server.loop_lag_warning)
+    app[ADMISSION] = Admission(config.server, the_pool.stats,
+                               lambda: (s.backlog_seconds for s in sessions))
+    app.cleanup_ctx.append(_loop_lag_ctx)
     app.cleanup_ctx.append(_pool_ctx)
-    app.on_shutdown.append(_close_sessions)
+    app.on_shutdown.append(_drain_sessions)
     add_routes(app)
     return app
+
+
+async def _loop_lag_ctx(app: web.Application) -> AsyncIterator[None]:
+    app[LOOP_LAG].start()
+    yield
+    await app[LOOP_LAG].stop()
 
 
 async def _pool_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -32,6 +55,17 @@ async def _pool_ctx(app: web.Application) -> AsyncIterator[None]:
     await app[POOL].stop()
 
 
-async def _close_sessions(app: web.Application) -> None:
+async def _drain_sessions(app: web.Application) -> None:
+    """Let streaming sessions receive what they already sent, then close them with 1001."""
     sessions: set[Session] = app[SESSIONS]
-    await asyncio.gather(*(s.shutdown() for s in list(sessions)), return_exceptions=True)
+    if not sessions:
+        return
+    log.info("shutting down: draining %d sessions (at most %.0f s)", len(sessions),
+             app[CONFIG].server.drain_timeout)
+    for session in list(sessions):
+        await session.shutdown()
+    waiting = [s.closed.wait() for s in list(sessions)]
+    try:
+        await asyncio.wait_for(asyncio.gather(*waiting), app[CONFIG].server.drain_timeout + 5.0)
+    except TimeoutError:
+        log.warning("%d sessions did not close in time", len(sessions))

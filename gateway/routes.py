@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST
 
 from gateway.audio import MODEL_RATE
 from gateway.segmenters import FixedSegmenter, Segmenter
 from gateway.session import SegmenterFactory, Session
-from gateway.state import CONFIG, POOL, SESSIONS
+from gateway.state import ADMISSION, CONFIG, LOOP_LAG, METRICS, POOL, SESSIONS
 from shared.config import Config
 from shared.errors import ProtocolError
 from shared.protocol import StartRequest
+
+# aiohttp itself drops frames over this multiple of server.max_msg_size (a bare 1009 close);
+# frames between the two get an error event that says what the limit is first.
+HARD_FRAME_LIMIT_FACTOR = 4
 
 
 def fixed_segmenters(start: StartRequest, config: Config) -> list[Segmenter]:
@@ -22,33 +27,53 @@ def fixed_segmenters(start: StartRequest, config: Config) -> list[Segmenter]:
 
 
 def websocket_route(endpoint: str, make_segmenters: SegmenterFactory):  # type: ignore[no-untyped-def]
-    async def handler(request: web.Request) -> web.WebSocketResponse:
+    async def handler(request: web.Request) -> web.StreamResponse:
         app = request.app
         config = app[CONFIG]
-        ws = web.WebSocketResponse(max_msg_size=config.server.max_msg_size,
-                                   heartbeat=config.server.heartbeat or None)
+        sessions: set[Session] = app[SESSIONS]
+        refusal = app[ADMISSION].check(len(sessions))
+        if refusal is not None:
+            app[METRICS].refused.labels(refusal.reason).inc()
+            return web.json_response(
+                {"type": "error", "reason": refusal.reason, "message": refusal.message},
+                status=503, headers={"Retry-After": str(refusal.retry_after)})
+        ws = web.WebSocketResponse(
+            max_msg_size=config.server.max_msg_size * HARD_FRAME_LIMIT_FACTOR,
+            heartbeat=config.server.heartbeat or None)
         await ws.prepare(request)
-        session = Session(ws, app[POOL], config, endpoint, make_segmenters)
-        app[SESSIONS].add(session)
+        session = Session(ws, app[POOL], config, endpoint, make_segmenters, app[METRICS],
+                          transport=request.transport,
+                          traceparent_header=request.headers.get("traceparent"))
+        sessions.add(session)
+        app[METRICS].sessions.labels(endpoint).inc()
         try:
             await session.run()
         finally:
-            app[SESSIONS].discard(session)
+            sessions.discard(session)
+            app[METRICS].sessions.labels(endpoint).dec()
         return ws
 
     return handler
 
 
 async def health(request: web.Request) -> web.Response:
+    """Liveness (the process answers) and readiness (a worker can take work) apart."""
     stats = request.app[POOL].stats()
     body = {"status": "ok" if stats.ready else "unavailable", "live": True,
             "ready": stats.ready > 0,
             "workers": {"size": stats.size, "ready": stats.ready, "restarts": stats.restarts},
             "queued": stats.queued, "inflight": stats.inflight,
-            "sessions": len(request.app[SESSIONS])}
+            "sessions": len(request.app[SESSIONS]),
+            "loop_lag_max_ms": round(request.app[LOOP_LAG].worst * 1e3, 3)}
     return web.json_response(body, status=200 if stats.ready else 503)
+
+
+async def metrics(request: web.Request) -> web.Response:
+    return web.Response(body=request.app[METRICS].render(),
+                        headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 
 def add_routes(app: web.Application) -> None:
     app.router.add_get("/api/v1/simple", websocket_route("/api/v1/simple", fixed_segmenters))
     app.router.add_get("/api/v1/health", health)
+    app.router.add_get("/metrics", metrics)

@@ -9,9 +9,15 @@ from aiohttp import web
 from shared.config import Config
 
 if TYPE_CHECKING:
+    from gateway.admission import Admission
+    from gateway.looplag import LoopLagMonitor
+    from gateway.metrics import Metrics
     from gateway.pool import Pool
     from gateway.session import Session
 
 CONFIG = web.AppKey("config", Config)
 POOL: web.AppKey[Pool] = web.AppKey("pool")
 SESSIONS: web.AppKey[set[Session]] = web.AppKey("sessions")
+METRICS: web.AppKey[Metrics] = web.AppKey("metrics")
+ADMISSION: web.AppKey[Admission] = web.AppKey("admission")
+LOOP_LAG: web.AppKey[LoopLagMonitor] = web.AppKey("loop_lag")

@@ -32,6 +32,17 @@ class ServerConfig:
     max_msg_size: int = setting(1 << 20, 1024, 64 << 20, "largest websocket frame accepted, bytes")
     heartbeat: float = setting(20.0, 0.0, 3600.0, "websocket ping interval, seconds (0: off)")
     log_level: str = setting("INFO", doc="DEBUG, INFO, WARNING or ERROR")
+    max_sessions: int = setting(200, 1, 100_000, "concurrent sessions before new ones are "
+                                "refused")
+    max_memory_mb: float = setting(0.0, 0.0, 1e7, "refuse sessions while the gateway and its "
+                                   "workers use more resident memory than this (0: no limit)")
+    max_backlog_seconds: float = setting(10.0, 0.1, 3600.0, "refuse sessions while the audio "
+                                         "awaiting results exceeds this many seconds per "
+                                         "ready worker")
+    loop_lag_warning: float = setting(0.1, 0.001, 60.0, "log a warning when the event loop "
+                                      "runs a timer this many seconds late")
+    drain_timeout: float = setting(10.0, 0.0, 3600.0, "at shutdown, seconds a streaming "
+                                   "session gets to receive its results before close 1001")
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,6 +60,16 @@ class SessionConfig:
     chunk_seconds: float = setting(0.5, 0.01, 60.0, "segment length on /api/v1/simple, seconds")
     max_inflight: int = setting(16, 1, 4096, "segments of one session awaiting results before "
                                           "the gateway stops reading its socket")
+    start_timeout: float = setting(10.0, 0.1, 3600.0, "seconds a new socket may take to send "
+                                   "'start'")
+    idle_timeout: float = setting(30.0, 0.1, 86400.0, "seconds a stream may go without a frame")
+    max_stream_seconds: float = setting(4 * 3600.0, 1.0, 7 * 86400.0, "longest stream, in "
+                                        "seconds of audio")
+    send_timeout: float = setting(15.0, 0.1, 3600.0, "seconds a result may wait for a client "
+                                  "that does not read before its session is ended")
+    max_text_bytes: int = setting(16384, 256, 1 << 20, "largest control message, bytes")
+    max_text_per_second: float = setting(50.0, 1.0, 100_000.0, "control messages per second "
+                                         "before a session is closed as a flood")
 
 
 @dataclass(frozen=True, slots=True)

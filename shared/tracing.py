@@ -1,0 +1,97 @@
+"""OpenTelemetry set-up and W3C trace-context helpers shared by gateway, workers and clients.
+
+Spans are always recorded (so a stream without a client trace still gets a real root trace whose
+id reaches the workers), but exported only when the standard ``OTEL_*`` variables ask for it:
+``OTEL_EXPORTER_OTLP_ENDPOINT`` / ``OTEL_EXPORTER_OTLP_TRACES_ENDPOINT``, or
+``OTEL_TRACES_EXPORTER=otlp``. With none set nothing is exported and nothing is printed.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+
+from opentelemetry import context, trace
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+_propagator = TraceContextTextMapPropagator()
+_provider: TracerProvider | None = None
+
+
+def exporter_configured(env: Mapping[str, str] | None = None) -> bool:
+    env = os.environ if env is None else env
+    if env.get("OTEL_SDK_DISABLED", "").lower() == "true":
+        return False
+    exporter = env.get("OTEL_TRACES_EXPORTER", "").lower()
+    if exporter == "none":
+        return False
+    return exporter == "otlp" or bool(env.get("OTEL_EXPORTER_OTLP_ENDPOINT")
+                                      or env.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"))
+
+
+def setup_tracing(service_name: str) -> TracerProvider:
+    """Install the process's tracer provider once; later calls return the same one."""
+    global _provider
+    if _provider is not None:
+        return _provider
+    resource = Resource.create({"service.name": os.environ.get("OTEL_SERVICE_NAME",
+                                                               service_name)})
+    provider = TracerProvider(resource=resource)
+    if exporter_configured():
+        from opentelemetry.sdk.trace.export import BatchSpanProcessor
+
+        provider.add_span_processor(BatchSpanProcessor(_make_exporter()))
+    trace.set_tracer_provider(provider)
+    _provider = provider
+    return provider
+
+
+def shutdown_tracing() -> None:
+    """Flush and stop exporting (at process exit, in workers too)."""
+    if _provider is not None:
+        _provider.shutdown()
+
+
+def _make_exporter():  # type: ignore[no-untyped-def]
+    protocol = (os.environ.get("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL")
+                or os.environ.get("OTEL_EXPORTER_OTLP_PROTOCOL") or "http/protobuf")
+    if protocol == "grpc":
+        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+    else:
+        from opentelemetry.exporter.otlp.proto.http.trace_exporter import (  # type: ignore[assignment]
+            OTLPSpanExporter,
+        )
+    return OTLPSpanExporter()
+
+
+def context_from_traceparent(traceparent: str | None,
+                             tracestate: str | None = None) -> context.Context:
+    """The context a ``traceparent`` names; an empty one (a new root) when absent or invalid."""
+    if not traceparent:
+        return context.Context()
+    carrier = {"traceparent": traceparent}
+    if tracestate:
+        carrier["tracestate"] = tracestate
+    return _propagator.extract(carrier)
+
+
+def context_from_carrier(carrier: Mapping[str, str]) -> context.Context:
+    return _propagator.extract(dict(carrier))
+
+
+def inject(ctx: context.Context | None = None) -> dict[str, str]:
+    """``traceparent`` (and ``tracestate``) of the current or given context, for an envelope."""
+    carrier: dict[str, str] = {}
+    _propagator.inject(carrier, context=ctx)
+    return carrier
+
+
+def current_traceparent() -> str | None:
+    return inject().get("traceparent")
+
+
+def trace_id_hex(span: trace.Span) -> str:
+    ctx = span.get_span_context()
+    return format(ctx.trace_id, "032x") if ctx.is_valid else "-"
