@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import logging
+import os
+import signal
 import sys
 from typing import Any
 
@@ -12,6 +15,7 @@ from aiohttp import web
 from shared.config import Config, describe_settings, load_config, parse_assignment
 from shared.errors import ConfigError, PoolUnavailable
 from shared.logs import setup_logging
+from shared.tracing import shutdown_tracing
 
 log = logging.getLogger("streamer.gateway")
 
@@ -65,12 +69,27 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit(2) from None
     log.info("listening on http://%s:%d (%d workers, model %s)", config.server.host,
              config.server.port, config.pool.workers, config.model.name)
+    app.on_shutdown.insert(0, _second_signal_exits_at_once)
     try:
         web.run_app(app, host=config.server.host, port=config.server.port, print=None,
                     access_log=None)
     except PoolUnavailable as exc:
         log.error("cannot start: %s", exc)
         raise SystemExit(1) from None
+    finally:
+        shutdown_tracing()
+
+
+async def _second_signal_exits_at_once(app: web.Application) -> None:
+    """The first SIGINT/SIGTERM drains sessions; a second one means "now"."""
+    loop = asyncio.get_running_loop()
+
+    def now() -> None:
+        log.warning("second signal: exiting without draining")
+        os._exit(1)  # workers see their socket close and exit too
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, now)
 
 
 if __name__ == "__main__":
