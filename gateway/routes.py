@@ -9,6 +9,7 @@ from gateway.audio import MODEL_RATE
 from gateway.segmenters import FixedSegmenter, Segmenter
 from gateway.session import SegmenterFactory, Session
 from gateway.state import ADMISSION, CONFIG, LOOP_LAG, METRICS, POOL, SESSIONS
+from gateway.vad import VadSegmenter, VadSettings
 from shared.config import Config
 from shared.errors import ProtocolError
 from shared.protocol import StartRequest
@@ -24,6 +25,17 @@ def fixed_segmenters(start: StartRequest, config: Config) -> list[Segmenter]:
                             "voice-activity settings belong to /api/v1/segmented")
     chunk = max(1, round(config.session.chunk_seconds * MODEL_RATE))
     return [FixedSegmenter(chunk) for _ in range(start.format.channels)]
+
+
+def server_vad_settings(config: Config) -> VadSettings:
+    """The server's voice-activity defaults (the ``vad`` config section over the built-ins)."""
+    return VadSettings.from_config(config.vad)
+
+
+def vad_segmenters(start: StartRequest, config: Config) -> list[Segmenter]:
+    settings = VadSettings.from_options(start.options.get("vad"), server_vad_settings(config))
+    return [VadSegmenter(settings, interim=start.interim_results)
+            for _ in range(start.format.channels)]
 
 
 def websocket_route(endpoint: str, make_segmenters: SegmenterFactory):  # type: ignore[no-untyped-def]
@@ -75,5 +87,8 @@ async def metrics(request: web.Request) -> web.Response:
 
 def add_routes(app: web.Application) -> None:
     app.router.add_get("/api/v1/simple", websocket_route("/api/v1/simple", fixed_segmenters))
+    server_vad_settings(app[CONFIG])  # a bad vad section fails at start-up, not per session
+    app.router.add_get("/api/v1/segmented",
+                       websocket_route("/api/v1/segmented", vad_segmenters))
     app.router.add_get("/api/v1/health", health)
     app.router.add_get("/metrics", metrics)

@@ -1,8 +1,9 @@
 """Configuration: defaults < file (JSON or TOML) < ``STREAMER_*`` environment < CLI flags.
 
-The file has one table per section (``server``, ``pool``, ``session``, ``model``); the upstream
-``config.json`` shape (``{"model": {"delay": 0.5, ...}}``) is a valid file. The ``model`` section
-holds ``name`` plus that model's own parameters, which the model validates when it is built.
+The file has one table per section (``server``, ``pool``, ``session``, ``model``, ``vad``); the
+upstream ``config.json`` shape (``{"model": {"delay": 0.5, ...}}``) is a valid file. The ``model``
+section holds ``name`` plus that model's own parameters, which the model validates when it is
+built; ``vad`` holds the server's voice-activity defaults, validated by the gateway.
 Environment variables name a setting as ``STREAMER_<SECTION>__<KEY>`` (``STREAMER_POOL__WORKERS=4``,
 ``STREAMER_MODEL__DELAY=0.1``); a few common ones have short forms (``STREAMER_PORT``).
 """
@@ -84,12 +85,15 @@ class Config:
     pool: PoolConfig = field(default_factory=PoolConfig)
     session: SessionConfig = field(default_factory=SessionConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
+    # Voice-activity defaults for /api/v1/segmented, validated by the gateway (gateway/vad.py).
+    vad: Mapping[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {}
         for sec in ("server", "pool", "session"):
             out[sec] = dataclasses.asdict(getattr(self, sec))
         out["model"] = {"name": self.model.name, **self.model.params}
+        out["vad"] = dict(self.vad)
         return out
 
 
@@ -108,7 +112,7 @@ def load_config(path: str | os.PathLike[str] | None = None,
                 overrides: Mapping[str, Any] | None = None) -> Config:
     """Build a validated config from a file, the environment and dotted CLI overrides."""
     env = os.environ if env is None else env
-    raw: dict[str, dict[str, Any]] = {name: {} for name in (*_SECTIONS, "model")}
+    raw: dict[str, dict[str, Any]] = {name: {} for name in (*_SECTIONS, "model", "vad")}
     if path is None and env.get(ENV_PREFIX + "CONFIG"):
         path = env[ENV_PREFIX + "CONFIG"]
     if path is not None:
@@ -197,7 +201,7 @@ def _build(raw: dict[str, dict[str, Any]]) -> Config:
     name = model.pop("name", "counter")
     if not isinstance(name, str) or not name:
         raise ConfigError("model.name must be a model's name, like 'counter'")
-    return Config(model=ModelConfig(name=name, params=model), **sections)
+    return Config(model=ModelConfig(name=name, params=model), vad=dict(raw["vad"]), **sections)
 
 
 def _build_section(name: str, cls: type, values: dict[str, Any]) -> Any:

@@ -1,0 +1,67 @@
+#!/usr/bin/env python
+"""How tests/data/speech_3_sentences.wav was made (needs espeak-ng: apt-get install espeak-ng).
+
+Three sentences synthesised separately (espeak-ng 1.51, voice en-us, 175 words per minute),
+resampled from 22.05 kHz to 16 kHz with soxr, trimmed of their own leading and trailing silence,
+joined with 0.7 s pauses and 0.3 s of silence at both ends, a white-noise background at -60 dBFS
+(seed 7) added, scaled to a -3 dBFS peak (the speech is then about -21 dBFS RMS) and written as
+16 kHz mono s16. It prints where each sentence lies; tests/gateway/test_vad.py holds those spans.
+Another espeak-ng version may give slightly different audio, so the committed file is the fixture.
+
+Usage: .venv/bin/python scripts/make_speech_wav.py [OUT.wav]
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import tempfile
+import wave
+from pathlib import Path
+
+import numpy as np
+import soxr
+
+RATE = 16_000
+SENTENCES = ["The brown fox jumps over the dog.", "Please call me back tomorrow.",
+             "Have a nice day."]
+PAUSE, EDGE = 0.7, 0.3
+
+
+def synthesise(text: str, tmp: Path) -> np.ndarray:
+    out = tmp / "s.wav"
+    subprocess.run(["espeak-ng", "-v", "en-us", "-s", "175", "-w", str(out), text], check=True)
+    with wave.open(str(out), "rb") as w:
+        x = np.frombuffer(w.readframes(w.getnframes()), "<i2").astype(np.float64) / 32768.0
+        rate = w.getframerate()
+    x = soxr.resample(x, rate, RATE)
+    loud = np.flatnonzero(np.abs(x) > 1e-3)
+    return x[loud[0]:loud[-1] + 1]
+
+
+def main() -> None:
+    target = Path(sys.argv[1] if len(sys.argv) > 1 else
+                  Path(__file__).resolve().parent.parent / "tests/data/speech_3_sentences.wav")
+    parts, spans, pos = [], [], round(EDGE * RATE)
+    with tempfile.TemporaryDirectory() as tmp:
+        for text in SENTENCES:
+            x = synthesise(text, Path(tmp))
+            spans.append((pos / RATE, (pos + len(x)) / RATE))
+            parts += [np.zeros(round(PAUSE * RATE)), x]
+            pos += len(x) + round(PAUSE * RATE)
+    parts[0] = np.zeros(round(EDGE * RATE))
+    y = np.concatenate([*parts, np.zeros(round(EDGE * RATE))])
+    y += 10 ** (-60 / 20) * np.random.default_rng(7).standard_normal(len(y))
+    y *= 10 ** (-3 / 20) / np.abs(y).max()
+    s16 = np.clip(np.round(y * 32768), -32768, 32767).astype("<i2")
+    with wave.open(str(target), "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(RATE)
+        w.writeframes(s16.tobytes())
+    print(f"{target}: {len(y) / RATE:.2f} s; sentences at",
+          ", ".join(f"{a:.3f}-{b:.3f} s" for a, b in spans))
+
+
+if __name__ == "__main__":
+    main()
