@@ -283,7 +283,9 @@ class Session:
         if stream is None:
             return
         stopped_at = time.monotonic()
+        t0 = time.perf_counter()
         tail = stream.decoder.flush()
+        self._observe_decode(tail.shape[1] / MODEL_RATE, time.perf_counter() - t0)
         stream.note_arrival(stopped_at)
         await self._push(stream, tail)
         for channel, segmenter in enumerate(stream.segmenters):

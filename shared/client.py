@@ -34,6 +34,7 @@ from shared.protocol import (
     StopRequest,
     parse_server_event,
 )
+from shared.tracing import current_traceparent
 
 
 class StreamerClient:
@@ -73,6 +74,8 @@ class StreamerClient:
     async def start(self, fmt: AudioFormat, *, interim_results: bool = False,
                     trace_id: str | None = None, **options: Any) -> None:
         self._streams.append(fmt.channels)
+        if trace_id is None:
+            trace_id = current_traceparent()  # the caller's span becomes the stream's parent
         await self.ws.send_str(StartRequest(fmt, trace_id, interim_results, options).to_json())
 
     async def send_audio(self, data: bytes) -> None:

@@ -6,11 +6,14 @@ import argparse
 import asyncio
 import json
 import sys
+from collections.abc import Callable
 
 import aiohttp
+from opentelemetry import trace
 
-from shared.client import read_wav, stream_audio
-from shared.protocol import ErrorEvent, SegmentEvent, ServerEvent
+from shared.client import StreamReport, read_wav, stream_audio
+from shared.protocol import AudioFormat, ErrorEvent, SegmentEvent, ServerEvent
+from shared.tracing import context_from_traceparent, setup_tracing, shutdown_tracing
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -39,14 +42,15 @@ def main(argv: list[str] | None = None) -> None:
     def show(event: ServerEvent) -> None:
         print(json.dumps(event.to_dict()), flush=True)
 
+    setup_tracing("streamer-client")
     try:
-        report = asyncio.run(stream_audio(
-            args.addr, fmt, data, chunk_size=args.chunk_size, real_time=args.real_time,
-            interim_results=args.interim_results, trace_id=args.trace_id, on_event=show))
+        report = asyncio.run(_traced_stream(args, fmt, data, show))
     except (aiohttp.ClientError, OSError) as exc:
         sys.exit(f"streamer-client: cannot stream to {args.addr}: {exc}")
     except KeyboardInterrupt:
         sys.exit(130)
+    finally:
+        shutdown_tracing()
     segments = sum(isinstance(e, SegmentEvent) for e in report.events)
     errors = sum(isinstance(e, ErrorEvent) for e in report.events)
     first = (f"{report.first_result_latency * 1000:.1f} ms"
@@ -56,6 +60,18 @@ def main(argv: list[str] | None = None) -> None:
           f"close code {report.close_code}", file=sys.stderr)
     if errors or report.close_code not in (1000, None):
         sys.exit(1)
+
+
+async def _traced_stream(args: argparse.Namespace, fmt: AudioFormat, data: bytes,
+                         show: Callable[[ServerEvent], None]) -> StreamReport:
+    """The client's own span is the root of the trace, unless --trace-id names a parent."""
+    parent = context_from_traceparent(args.trace_id) if args.trace_id else None
+    with trace.get_tracer("streamer.client").start_as_current_span(
+            "client.stream", context=parent,
+            attributes={"url": args.addr, "file": args.input}):
+        return await stream_audio(
+            args.addr, fmt, data, chunk_size=args.chunk_size, real_time=args.real_time,
+            interim_results=args.interim_results, on_event=show)
 
 
 if __name__ == "__main__":
