@@ -123,3 +123,35 @@ def test_client_cli_reports_a_missing_file_and_an_unreachable_gateway(tmp_path):
                           f"ws://127.0.0.1:{free_port()}/api/v1/simple"],
                          capture_output=True, text=True, timeout=30)
     assert out.returncode != 0 and "cannot stream to" in out.stderr
+
+
+def test_sigterm_mid_stream_delivers_results_then_closes_1001(gateway_process, tmp_path):
+    port, proc = gateway_process("--workers", "2", "--set", "server.drain_timeout=5")
+    children = psutil_children(proc.pid)
+    wav = tmp_path / "long.wav"
+    write_wav(wav, AudioFormat(1, 16000, 16, False), 20.0)
+    client = subprocess.Popen([str(BIN / "streamer-client"), "-i", str(wav), "--addr",
+                               f"ws://127.0.0.1:{port}/api/v1/simple", "--real-time"],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    first = client.stdout.readline()  # the first result: the stream is under way
+    assert json.loads(first)["type"] == "segment"
+    started = time.monotonic()
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(15) == 0
+    assert time.monotonic() - started < 10
+    out, err = client.communicate(timeout=15)
+    events = [json.loads(first)] + [json.loads(line) for line in out.splitlines()]
+    segs = [e for e in events if e["type"] == "segment"]
+    assert [s["start_time"] for s in segs] == [0.5 * i for i in range(len(segs))]  # no gap
+    assert events[-1]["type"] == "stopped"  # the stream was finished, not dropped
+    assert "close code 1001" in err
+    import psutil
+
+    _, alive = psutil.wait_procs(children, timeout=10)
+    assert alive == []
+
+
+def psutil_children(pid: int) -> list:
+    import psutil
+
+    return psutil.Process(pid).children(recursive=True)
