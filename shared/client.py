@@ -118,17 +118,35 @@ class StreamReport:
 
 
 def read_wav(path: str | Path) -> tuple[AudioFormat, bytes]:
-    """PCM WAV (16- or 32-bit integer) -> format and interleaved little-endian bytes."""
+    """A WAV file -> format and interleaved little-endian bytes: 16- or 32-bit integer PCM through
+    the standard library, 32-bit float through soundfile."""
     try:
         with wave.open(str(path), "rb") as w:
             width, rate, channels = w.getsampwidth(), w.getframerate(), w.getnchannels()
             data = w.readframes(w.getnframes())
-    except wave.Error as exc:
-        raise ValueError(f"{path}: not a PCM WAV file the client can read ({exc}); "
-                         "convert it to 16-bit PCM, e.g. sox in.wav -b 16 out.wav") from None
+    except wave.Error:
+        return _read_float_wav(path)
+    except EOFError:
+        raise ValueError(f"{path}: the WAV file is truncated") from None
     if width not in (2, 4):
-        raise ValueError(f"{path}: {8 * width}-bit samples; use 16- or 32-bit PCM")
+        raise ValueError(f"{path}: {8 * width}-bit samples; use 16- or 32-bit PCM "
+                         "(e.g. sox in.wav -b 16 out.wav)")
     return AudioFormat(channels=channels, sample_rate=rate, bit_depth=8 * width), data
+
+
+def _read_float_wav(path: str | Path) -> tuple[AudioFormat, bytes]:
+    import soundfile
+
+    try:
+        info = soundfile.info(str(path))
+        if info.subtype != "FLOAT":
+            raise ValueError(f"{path}: {info.subtype} samples are not supported; use 16- or "
+                             "32-bit PCM or 32-bit float (e.g. sox in.wav -b 16 out.wav)")
+        samples, rate = soundfile.read(str(path), dtype="float32", always_2d=True)
+    except soundfile.LibsndfileError as exc:
+        raise ValueError(f"{path}: not a WAV file the client can read ({exc})") from None
+    fmt = AudioFormat(channels=samples.shape[1], sample_rate=rate, bit_depth=32, is_float=True)
+    return fmt, samples.astype("<f4").tobytes()
 
 
 async def stream_audio(url: str, fmt: AudioFormat, data: bytes, *, chunk_size: int = 8192,
