@@ -25,14 +25,19 @@ def build_parser() -> argparse.ArgumentParser:
                          for name, default, doc in describe_settings())
     parser = argparse.ArgumentParser(
         prog="streamer-gateway", formatter_class=argparse.RawDescriptionHelpFormatter,
-        description="Serve /api/v1/simple over websockets, running the model in worker "
-                    "processes.",
+        description="Serve live audio over websockets (/api/v1/simple, /api/v1/segmented), "
+                    "running the model in worker processes.",
         epilog="Precedence: defaults < --config file < STREAMER_* environment < flags.\n"
                "Settings for --set (also STREAMER_<SECTION>__<KEY>):\n" + settings +
                "\n  model.<param>: the model's own parameters (e.g. model.delay=0.1)")
     parser.add_argument("--host", help="listen address (default 127.0.0.1)")
     parser.add_argument("--port", type=int, help="listen port (default 8080)")
-    parser.add_argument("--workers", type=int, help="worker processes (default: one per core)")
+    parser.add_argument("--workers", type=int, help="worker processes (default: one per core; "
+                        "0 with --worker-address: attached workers only)")
+    parser.add_argument("--worker-address", metavar="HOST:PORT",
+                        help="also accept attached workers (streamer-worker --connect) here: "
+                             "HOST:PORT, a bare PORT (binds 127.0.0.1) or a unix socket path; "
+                             "needs STREAMER_AUTHKEY")
     parser.add_argument("--model", help="model name (default counter)")
     parser.add_argument("--config", help="JSON or TOML config file")
     parser.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
@@ -45,7 +50,8 @@ def config_from_args(args: argparse.Namespace) -> Config:
     overrides: dict[str, Any] = dict(parse_assignment(item) for item in args.set)
     for flag, dotted in (("host", "server.host"), ("port", "server.port"),
                          ("workers", "pool.workers"), ("model", "model.name"),
-                         ("log_level", "server.log_level")):
+                         ("log_level", "server.log_level"),
+                         ("worker_address", "pool.worker_address")):
         value = getattr(args, flag)
         if value is not None:
             overrides[dotted] = value
@@ -67,11 +73,16 @@ def main(argv: list[str] | None = None) -> None:
     except ConfigError as exc:
         print(f"streamer-gateway: configuration error: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
-    log.info("listening on http://%s:%d (%d workers, model %s)", config.server.host,
-             config.server.port, config.pool.workers, config.model.name)
+    attached = (f", attached workers at {config.pool.worker_address}"
+                if config.pool.worker_address else "")
+
+    def listening(_: str) -> None:  # run_app calls this once the port is open
+        log.info("listening on http://%s:%d (%d workers%s, model %s)", config.server.host,
+                 config.server.port, config.pool.workers, attached, config.model.name)
+
     app.on_shutdown.insert(0, _second_signal_exits_at_once)
     try:
-        web.run_app(app, host=config.server.host, port=config.server.port, print=None,
+        web.run_app(app, host=config.server.host, port=config.server.port, print=listening,
                     access_log=None)
     except PoolUnavailable as exc:
         log.error("cannot start: %s", exc)

@@ -3,7 +3,11 @@
 Transport-free bookkeeping shared by every pool that talks to worker processes. Requests wait in
 one FIFO in the gateway and go to the least-loaded ready worker, at most ``per_worker`` at a time,
 so a slow or dead worker holds little and a crash re-sends only what it held. Requests with an
-affinity key (stateful models) always go to the worker that holds that key's state.
+affinity key (stateful models) always go to the worker that holds that key's state; when that
+worker dies, the key's next answer is marked ``state_lost`` (it comes from fresh state).
+
+Exactly one answer per request: a future is resolved once, and a result counts only when it
+comes from the worker that holds the request now (not one it was taken from when it died).
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ class _Pending:
     request: InferenceRequest
     future: asyncio.Future[InferenceResult]
     worker: int | None = None
+    state_lost: bool = False  # first request of its stateful key on a new worker
 
 
 @dataclass(slots=True)
@@ -61,6 +66,7 @@ class Dispatcher:
         self._pending: dict[int, _Pending] = {}
         self._queue: deque[int] = deque()
         self._affinity: dict[str, int] = {}
+        self._lost_keys: set[str] = set()  # stateful keys whose worker died
         self.redispatched = 0
         self.crashed_requests = 0
 
@@ -76,6 +82,7 @@ class Dispatcher:
             return
         for key in [k for k, w in self._affinity.items() if w == worker_id]:
             del self._affinity[key]
+            self._lost_keys.add(key)
         retry: list[int] = []
         for rid in sorted(worker.inflight):
             pending = self._pending.get(rid)
@@ -111,17 +118,22 @@ class Dispatcher:
         self._pump()
         return fut
 
-    def on_result(self, result: InferenceResult) -> None:
-        pending = self._pending.get(result.request_id)
-        worker = self._workers.get(result.worker_id)
-        if worker is not None:
-            worker.inflight.discard(result.request_id)
-            worker.done += 1
-            worker.busy_time += result.inference_time
-        if pending is None:
-            log.debug("dropping late result for request %d", result.request_id)
+    def on_result(self, result: InferenceResult, worker_id: int | None = None) -> None:
+        """A result read from ``worker_id``'s connection (default: the id the result names)."""
+        wid = result.worker_id if worker_id is None else worker_id
+        rid = result.request_id
+        worker = self._workers.get(wid)
+        if worker is None or rid not in worker.inflight:
+            log.debug("dropping result for request %d from worker %d, which does not hold it",
+                      rid, wid)
+            return
+        worker.inflight.discard(rid)
+        worker.done += 1
+        worker.busy_time += result.inference_time
+        if rid in self._pending:
+            self._resolve(rid, result)
         else:
-            self._resolve(result.request_id, result)
+            log.debug("dropping late result for request %d", rid)
         self._pump()
 
     def cancel(self, request_ids: Iterable[int]) -> None:
@@ -136,6 +148,7 @@ class Dispatcher:
 
     def end_stream(self, key: str) -> None:
         """A stateful stream ended: tell its worker to drop the state."""
+        self._lost_keys.discard(key)
         worker_id = self._affinity.pop(key, None)
         worker = self._workers.get(worker_id) if worker_id is not None else None
         if worker is not None:
@@ -158,6 +171,8 @@ class Dispatcher:
     def _resolve(self, rid: int, result: InferenceResult) -> None:
         pending = self._pending.pop(rid, None)
         if pending is not None and not pending.future.done():
+            if pending.state_lost:
+                result = dataclasses.replace(result, state_lost=True)
             pending.future.set_result(result)
 
     def _pick(self, request: InferenceRequest) -> int | None:
@@ -192,6 +207,10 @@ class Dispatcher:
                     break  # nobody has room; affinity requests behind may still fit
                 continue
             pending.worker = wid
+            key = pending.request.stateful_key
+            if key is not None and key in self._lost_keys:
+                self._lost_keys.discard(key)
+                pending.state_lost = True
             worker = self._workers[wid]
             worker.inflight.add(rid)
             req = dataclasses.replace(pending.request, sent_at=time.time())

@@ -29,7 +29,7 @@ class Metrics:
     def __init__(self, pool_stats: Callable[[], PoolStats] | None = None) -> None:
         self.registry = r = CollectorRegistry()
         self.rtf = Histogram("streamer_real_time_factor", "Processing time over media time, per "
-                             "stage (decode, vad, model, end_to_end)", ["stage"],
+                             "stage (decode, segment or vad, model, end_to_end)", ["stage"],
                              buckets=RTF_BUCKETS, registry=r)
         self.media_seconds = Counter("streamer_media_seconds", "Seconds of audio decoded "
                                      "(per channel)", ["endpoint"], registry=r)
@@ -44,8 +44,10 @@ class Metrics:
                                       buckets=LATENCY_BUCKETS, registry=r)
         self.drain = Histogram("streamer_drain_seconds", "From 'stop' to the stream's last "
                                "result sent", ["endpoint"], buckets=LATENCY_BUCKETS, registry=r)
-        self.queue_wait = Histogram("streamer_queue_wait_seconds", "From dispatch to the worker "
-                                    "picking the segment up", buckets=LATENCY_BUCKETS, registry=r)
+        self.queue_wait = Histogram("streamer_queue_wait_seconds", "Time a segment waited "
+                                    "for a worker: from submission to the pool to the answer, "
+                                    "less the model's compute time", buckets=LATENCY_BUCKETS,
+                                    registry=r)
         self.inference = Histogram("streamer_inference_seconds", "Model compute time per segment",
                                    buckets=LATENCY_BUCKETS, registry=r)
         self.segments = Counter("streamer_segments", "Segment answers sent, by outcome (ok, "

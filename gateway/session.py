@@ -71,8 +71,11 @@ class _Out:
     is_segment: bool = False
     stream: _Stream | None = None
     audio_ready_at: float | None = None  # when the audio at the result's end_time arrived
+    audio_started_at: float | None = None  # when the audio at its start_time arrived
+    seconds: float = 0.0  # the segment's duration
     kind: str = "final"
     ok: bool = True
+    notice: str | None = None  # an error event sent just before this one, in the same slot
 
 
 @dataclass(slots=True)
@@ -158,9 +161,11 @@ class Session:
                 await self._leave_for_shutdown()
                 return
             timeout = cfg.idle_timeout if self._stream is not None else cfg.start_timeout
-            self._receiving = asyncio.ensure_future(self.ws.receive(timeout))
+            # Our own deadline: aiohttp restarts ws.receive(timeout) after every heartbeat pong.
+            self._receiving = asyncio.ensure_future(self.ws.receive())
             try:
-                msg = await self._receiving
+                async with asyncio.timeout(timeout):
+                    msg = await self._receiving
             except asyncio.CancelledError:
                 if self._shutting_down:
                     continue
@@ -212,8 +217,9 @@ class Session:
 
     def _check_text_limits(self, text: str) -> None:
         cfg = self.config.session
-        if len(text) > cfg.max_text_bytes:
-            raise ProtocolError(f"control message of {len(text)} characters; at most "
+        size = len(text) if len(text) * 4 <= cfg.max_text_bytes else len(text.encode())
+        if size > cfg.max_text_bytes:
+            raise ProtocolError(f"control message of {size} bytes; at most "
                                 f"{cfg.max_text_bytes} are accepted", WSCloseCode.MESSAGE_TOO_BIG)
         now = time.monotonic()
         self._text_times.append(now)
@@ -229,6 +235,7 @@ class Session:
             raise ProtocolError("expected 'start' before audio, got a binary frame",
                                 WSCloseCode.POLICY_VIOLATION)
         if len(data) > self.config.server.max_msg_size:
+            await self._finish_stream()  # keep what was accepted before the bad frame
             raise ProtocolError(f"audio frame of {len(data)} bytes; at most "
                                 f"{self.config.server.max_msg_size} are accepted",
                                 WSCloseCode.MESSAGE_TOO_BIG)
@@ -260,7 +267,9 @@ class Session:
     def _open_stream(self, start: StartRequest) -> None:
         segmenters = self._make_segmenters(start, self.config)
         self._streams_started += 1
-        parent = context_from_traceparent(start.trace_id or self._traceparent_header)
+        parent = context_from_traceparent(start.trace_id)
+        if not trace.get_current_span(parent).get_span_context().is_valid:
+            parent = context_from_traceparent(self._traceparent_header)
         span = tracer.start_span("session", context=parent, attributes={
             "session.id": self.id, "session.endpoint": self.endpoint,
             "stream.number": self._streams_started, "audio.channels": start.format.channels,
@@ -292,15 +301,16 @@ class Session:
             for out in segmenter.flush():
                 await self._plan(stream, channel, out)
         if stream.decoder.pending_bytes:
-            self._emit(ErrorEvent(0, f"the stream ended inside an audio frame: the last "
-                                     f"{stream.decoder.pending_bytes} bytes do not make a whole "
-                                     f"frame of {stream.start.format.frame_bytes} bytes and "
-                                     f"were dropped"))
+            dropped = stream.decoder.pending_bytes
+            self._plan_event(stream, 0, ErrorEvent(0, (
+                f"the stream ended inside an audio frame: the last {dropped} bytes do not make "
+                f"a whole frame of {stream.start.format.frame_bytes} bytes and were dropped")))
         duration = stream.decoder.samples_out / MODEL_RATE
         for channel in range(len(stream.segmenters)):
             self._plan_event(stream, channel, StoppedEvent(channel, duration))
         try:
-            await asyncio.wait_for(self._idle.wait(), drain_timeout)
+            async with asyncio.timeout(drain_timeout):
+                await self._idle.wait()
         except TimeoutError:
             self.log.warning("results still pending after %.1f s drain; closing", drain_timeout)
         self.metrics.drain.labels(self.endpoint).observe(time.monotonic() - stopped_at)
@@ -311,12 +321,20 @@ class Session:
         self.log.info("stream %d finished, %.2f s of audio", stream.number, duration)
 
     async def _push(self, stream: _Stream, audio: Any) -> None:
+        seconds = audio.shape[1] / MODEL_RATE
         for channel, segmenter in enumerate(stream.segmenters):
             t0 = time.perf_counter()
             outs = segmenter.push(audio[channel])
-            self.metrics.processing_seconds.labels("segment").inc(time.perf_counter() - t0)
+            spent = time.perf_counter() - t0
+            self.metrics.processing_seconds.labels(self._segment_stage).inc(spent)
+            if seconds > 0:
+                self.metrics.rtf.labels(self._segment_stage).observe(spent / seconds)
             for out in outs:
                 await self._plan(stream, channel, out)
+
+    @property
+    def _segment_stage(self) -> str:
+        return "vad" if self.endpoint.endswith("segmented") else "segment"
 
     async def _plan(self, stream: _Stream, channel: int, out: SegmenterOutput) -> None:
         if isinstance(out, Activity):
@@ -346,10 +364,11 @@ class Session:
         fut = self.pool.submit(req)
         self._inflight[req.request_id] = (fut, end - start)
         fut.add_done_callback(partial(self._on_result, stream, req, span,
-                                      stream.arrival_of(seg.end)))
+                                      stream.arrival_of(seg.end), time.monotonic()))
 
     def _on_result(self, stream: _Stream, req: InferenceRequest, span: trace.Span,
-                   audio_ready_at: float, fut: asyncio.Future[InferenceResult]) -> None:
+                   audio_ready_at: float, submitted_at: float,
+                   fut: asyncio.Future[InferenceResult]) -> None:
         self._inflight.pop(req.request_id, None)
         if fut.cancelled():
             span.set_attribute("segment.cancelled", True)
@@ -357,6 +376,12 @@ class Session:
             self._done_one(is_segment=True)
             return
         result = fut.result()
+        notice = None
+        if result.state_lost:  # the worker holding this stream's model state died
+            notice = encode_event(ErrorEvent(
+                req.channel, "the model's state for this stream was lost (its worker died); "
+                "results from this segment on start from fresh state", req.start_time,
+                req.end_time, req.is_final))
         event: ServerEvent
         if result.output is not None:
             event = SegmentEvent(req.channel, req.start_time, req.end_time, result.output,
@@ -365,22 +390,25 @@ class Session:
             event = ErrorEvent(req.channel, result.error or "inference failed", req.start_time,
                                req.end_time, req.is_final)
             span.set_status(trace.StatusCode.ERROR, result.error)
-        self._observe_result(req, result, span)
+        self._observe_result(req, result, span, time.monotonic() - submitted_at)
         kind = "interim" if req.is_final is False else "final"
-        stream.reorder.put(req.channel, req.seq, _Out(encode_event(event), True, stream,
-                                                      audio_ready_at, kind, result.ok))
+        stream.reorder.put(req.channel, req.seq, _Out(
+            encode_event(event), True, stream, audio_ready_at,
+            stream.arrival_of(round(req.start_time * MODEL_RATE) + 1),
+            req.end_time - req.start_time, kind, result.ok, notice))
 
     def _observe_result(self, req: InferenceRequest, result: InferenceResult,
-                        span: trace.Span) -> None:
+                        span: trace.Span, round_trip: float) -> None:
         m = self.metrics
         span.set_attribute("worker.id", result.worker_id)
         span.set_attribute("worker.queue_wait", result.queue_wait)
         span.set_attribute("worker.inference_time", result.inference_time)
         span.end()
-        if result.worker_id < 0:
-            return  # answered by the gateway itself (no worker could take it)
+        if result.worker_id < 0 or (not result.ok and result.inference_time == 0):
+            return  # nothing ran: no worker could take it, or its worker died holding it
         seconds = req.end_time - req.start_time
-        m.queue_wait.observe(result.queue_wait)
+        # waiting, on the gateway's clock: its own FIFO, the transport and the worker's queue
+        m.queue_wait.observe(max(0.0, round_trip - result.inference_time))
         m.inference.observe(result.inference_time)
         m.worker_busy.labels(str(result.worker_id)).inc(result.inference_time)
         if seconds > 0:
@@ -416,7 +444,10 @@ class Session:
             item = await self._outbox.get()
             try:
                 if not self._client_gone:
-                    await asyncio.wait_for(self.ws.send_str(item.text), timeout)
+                    async with asyncio.timeout(timeout):
+                        if item.notice is not None:
+                            await self.ws.send_str(item.notice)
+                        await self.ws.send_str(item.text)
                     self._observe_sent(item)
             except TimeoutError:
                 self._client_gone = True
@@ -438,6 +469,9 @@ class Session:
         if item.audio_ready_at is not None:
             self.metrics.finalization.labels(self.endpoint, item.kind).observe(
                 now - item.audio_ready_at)
+        if item.audio_started_at is not None and item.seconds > 0:
+            self.metrics.rtf.labels("end_to_end").observe(
+                (now - item.audio_started_at) / item.seconds)
         if not stream.got_first_result and stream.first_audio_at is not None:
             stream.got_first_result = True
             self.metrics.first_result.labels(self.endpoint).observe(now - stream.first_audio_at)
@@ -460,7 +494,8 @@ class Session:
 
     async def _timed_out(self, waited: float) -> None:
         if self._stream is None:
-            message = f"no 'start' within {waited:g} s of connecting"
+            since = "of connecting" if not self._streams_started else "after the last stream"
+            message = f"no 'start' within {waited:g} s {since}"
         else:
             message = f"no audio or control message for {waited:g} s"
             await self._finish_stream()

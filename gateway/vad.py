@@ -23,12 +23,12 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 import numpy as np
-from aiohttp import WSCloseCode
 
 from gateway.audio import MODEL_RATE
 from gateway.segmenters import Activity, Segment, SegmenterOutput
-from shared.config import coerce, setting
-from shared.errors import ConfigError, ProtocolError
+from shared.config import build_section, setting
+from shared.errors import ConfigError
+from shared.protocol import invalid, json_kind
 
 FRAME_SAMPLES = 320  # 20 ms at 16 kHz
 SILENCE_DB = -120.0  # what digital silence measures (energies are clamped here, never -inf)
@@ -61,43 +61,34 @@ class VadSettings:
         if raw is None:
             return base
         if not isinstance(raw, dict):
-            raise _invalid(f"'vad' must be an object of settings, got {_kind(raw)}")
+            raise invalid(f"'vad' must be an object of settings, got {json_kind(raw)}")
         fields = {f.name: f for f in dataclasses.fields(cls)}
         unknown = sorted(str(k) for k in raw if k not in fields)
         if unknown:
-            raise _invalid(f"unknown field(s) in 'vad': {', '.join(unknown)} "
+            raise invalid(f"unknown field(s) in 'vad': {', '.join(unknown)} "
                            f"(known: {', '.join(fields)})")
         values: dict[str, float] = {}
         for name, value in raw.items():
             meta = fields[name].metadata
             lo, hi, unit = meta["min"], meta["max"], _UNITS.get(name, "seconds")
             if isinstance(value, bool) or not isinstance(value, int | float):
-                raise _invalid(f"'vad.{name}' must be a number ({unit}, {lo} to {hi}), "
-                               f"got {_kind(value)}")
+                raise invalid(f"'vad.{name}' must be a number ({unit}, {lo} to {hi}), "
+                               f"got {json_kind(value)}")
             if not lo <= value <= hi:  # also false for NaN; a huge int stays an int here
-                raise _invalid(f"'vad.{name}' must be from {lo} to {hi} {unit}, "
+                raise invalid(f"'vad.{name}' must be from {lo} to {hi} {unit}, "
                                f"got {repr(value)[:40]}")
             values[name] = float(value)
         settings = dataclasses.replace(base, **values)
         problem = settings.problem()
         if problem:
-            raise _invalid(problem)
+            raise invalid(problem)
         return settings
 
     @classmethod
     def from_config(cls, raw: Mapping[str, Any]) -> VadSettings:
         """The server's defaults from the ``vad`` section of the configuration (a mapping of
         setting name to value); raises :class:`ConfigError` naming the setting."""
-        fields = {f.name: f for f in dataclasses.fields(cls)}
-        values: dict[str, float] = {}
-        for name, value in raw.items():
-            f = fields.get(name)
-            if f is None:
-                raise ConfigError(f"unknown setting vad.{name} (known: {', '.join(fields)})")
-            values[name] = coerce(f"vad.{name}", value, float, f.metadata)
-            if not math.isfinite(values[name]):
-                raise ConfigError(f"vad.{name} must be a finite number, got {value!r}")
-        settings = cls(**values)
+        settings: VadSettings = build_section("vad", cls, raw)
         problem = settings.problem()
         if problem:
             raise ConfigError(problem)
@@ -367,21 +358,3 @@ class VadSegmenter:
 def _frames(samples: float, frame: int) -> int:
     """Whole frames covering ``samples`` (at least one)."""
     return max(1, math.ceil(samples / frame - 1e-9))
-
-
-def _invalid(message: str) -> ProtocolError:
-    return ProtocolError(message, WSCloseCode.INVALID_TEXT)
-
-
-def _kind(value: Any) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, int | float):
-        return "a number"
-    if isinstance(value, str):
-        return "a string"
-    if isinstance(value, list):
-        return "an array"
-    return "an object"

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 import tomllib
 from collections.abc import Mapping
@@ -20,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from shared.errors import ConfigError
+from shared.logs import LEVELS as LOG_LEVELS
 
 
 def setting(default: Any, lo: float | None = None, hi: float | None = None, doc: str = "") -> Any:
@@ -48,12 +50,39 @@ class ServerConfig:
 
 @dataclass(frozen=True, slots=True)
 class PoolConfig:
-    workers: int = setting(os.cpu_count() or 1, 0, 256, "worker processes the gateway starts")
-    worker_inflight: int = setting(2, 1, 64, "requests handed to one worker before it answers")
+    workers: int = setting(os.cpu_count() or 1, 0, 256, "worker processes the gateway starts "
+                           "(0: attached workers only, see worker_address)")
+    worker_inflight: int = setting(2, 1, 64, "requests handed to one worker before it answers "
+                                   "(at least max_batch; 2 x max_batch keeps a batch queued "
+                                   "while one runs)")
     max_retries: int = setting(2, 0, 10, "times a segment is re-sent after its worker died")
     start_timeout: float = setting(60.0, 1.0, 3600.0, "seconds a worker may take to become ready")
-    restart_backoff: float = setting(0.5, 0.0, 60.0, "first delay before respawning a worker, s")
+    restart_backoff: float = setting(0.5, 0.0, 60.0, "first delay before respawning a worker "
+                                     "that died soon after starting, s (doubles each time)")
     max_boot_failures: int = setting(5, 1, 1000, "failed boots in a row before a slot gives up")
+    worker_address: str = setting("", doc="HOST:PORT (or a unix socket path) where attached "
+                                  "workers (streamer-worker --connect) join; a bare PORT binds "
+                                  "127.0.0.1; needs STREAMER_AUTHKEY; empty: none")
+    heartbeat_interval: float = setting(1.0, 0.01, 60.0, "seconds between heartbeats on a "
+                                        "worker connection, both ways")
+    heartbeat_timeout: float = setting(10.0, 0.05, 3600.0, "seconds of silence after which a "
+                                       "worker is dropped as hung (and a worker drops its "
+                                       "gateway)")
+    max_batch: int = setting(1, 1, 64, "segments a worker may run as one batch, if its model "
+                             "batches (at most worker_inflight)")
+    max_wait_ms: float = setting(2.0, 0.0, 1000.0, "milliseconds a worker waits for a batch to "
+                                 "fill before running what it has (max_batch > 1 only)")
+
+    def __post_init__(self) -> None:
+        if self.max_batch > self.worker_inflight:
+            raise ConfigError(f"pool.max_batch ({self.max_batch}) exceeds pool.worker_inflight "
+                              f"({self.worker_inflight}): a worker never holds more than "
+                              f"worker_inflight segments, so no batch could be that large; set "
+                              f"pool.worker_inflight to {2 * self.max_batch} (2 x max_batch)")
+        if self.heartbeat_timeout <= self.heartbeat_interval:
+            raise ConfigError(f"pool.heartbeat_timeout ({self.heartbeat_timeout:g} s) must be "
+                              f"longer than pool.heartbeat_interval "
+                              f"({self.heartbeat_interval:g} s)")
 
 
 @dataclass(frozen=True, slots=True)
@@ -196,7 +225,11 @@ def _merge(raw: dict[str, dict[str, Any]], new: Mapping[str, Any], source: str) 
 
 
 def _build(raw: dict[str, dict[str, Any]]) -> Config:
-    sections = {name: _build_section(name, cls, raw[name]) for name, cls in _SECTIONS.items()}
+    sections = {name: build_section(name, cls, raw[name]) for name, cls in _SECTIONS.items()}
+    level = sections["server"].log_level
+    if level.upper() not in LOG_LEVELS:
+        raise ConfigError(f"server.log_level must be one of {', '.join(LOG_LEVELS)}, "
+                          f"got {level!r}")
     model = dict(raw["model"])
     name = model.pop("name", "counter")
     if not isinstance(name, str) or not name:
@@ -204,7 +237,8 @@ def _build(raw: dict[str, dict[str, Any]]) -> Config:
     return Config(model=ModelConfig(name=name, params=model), vad=dict(raw["vad"]), **sections)
 
 
-def _build_section(name: str, cls: type, values: dict[str, Any]) -> Any:
+def build_section(name: str, cls: type, values: Mapping[str, Any]) -> Any:
+    """A settings dataclass from raw values, each checked by :func:`coerce`."""
     fields = {f.name: f for f in dataclasses.fields(cls)}
     kwargs: dict[str, Any] = {}
     for key, value in values.items():
@@ -227,10 +261,13 @@ def coerce(where: str, value: Any, kind: type, meta: Mapping[str, Any] | None = 
             raise ConfigError(f"{where} must be a whole number, got {value!r}")
         value = int(value)
     elif kind is float:
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise ConfigError(f"{where} must be a number, got {value!r}")
+        if isinstance(value, bool) or not isinstance(value, int | float) \
+                or not math.isfinite(value):
+            raise ConfigError(f"{where} must be a finite number, got {value!r}")
         value = float(value)
     elif kind is str:
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return str(value)  # STREAMER_POOL__WORKER_ADDRESS=8765 parses as a number
         if not isinstance(value, str):
             raise ConfigError(f"{where} must be text, got {value!r}")
         return value

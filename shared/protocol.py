@@ -47,10 +47,10 @@ class AudioFormat:
     @classmethod
     def from_dict(cls, raw: Any) -> AudioFormat:
         if not isinstance(raw, dict):
-            raise _invalid(f"'format' must be an object, got {_kind(raw)}")
+            raise invalid(f"'format' must be an object, got {json_kind(raw)}")
         unknown = set(raw) - {"channels", "sample_rate", "bit_depth", "is_float"}
         if unknown:
-            raise _invalid(f"unknown field(s) in 'format': {', '.join(sorted(unknown))}")
+            raise invalid(f"unknown field(s) in 'format': {', '.join(sorted(unknown))}")
         fmt = cls(
             channels=_int(raw, "channels", 1, "format."),
             sample_rate=_int(raw, "sample_rate", 16_000, "format."),
@@ -110,34 +110,34 @@ def parse_client_message(text: str) -> ClientMessage:
     try:
         raw = json.loads(text)
     except (json.JSONDecodeError, RecursionError) as exc:
-        raise _invalid(f"control message is not valid JSON ({exc})") from None
+        raise invalid(f"control message is not valid JSON ({exc})") from None
     if not isinstance(raw, dict):
-        raise _invalid(f"control message must be a JSON object, got {_kind(raw)}")
+        raise invalid(f"control message must be a JSON object, got {json_kind(raw)}")
     request = raw.get("request")
     if request == "start":
         return _parse_start(raw)
     if request == "stop":
         unknown = set(raw) - {"request", "disconnect"}
         if unknown:
-            raise _invalid(f"unknown field(s) in 'stop': {', '.join(sorted(unknown))}")
+            raise invalid(f"unknown field(s) in 'stop': {', '.join(sorted(unknown))}")
         return StopRequest(disconnect=_bool(raw, "disconnect", False))
     if request is None:
-        raise _invalid("control message needs a 'request' field ('start' or 'stop')")
+        raise invalid("control message needs a 'request' field ('start' or 'stop')")
     shown = json.dumps(request)[:40]
-    raise _invalid(f"unknown request {shown}; expected 'start' or 'stop'")
+    raise invalid(f"unknown request {shown}; expected 'start' or 'stop'")
 
 
 def _parse_start(raw: dict[str, Any]) -> StartRequest:
     known = {"request", "trace_id", "interim_results", "format"} | START_OPTION_FIELDS
     unknown = set(raw) - known
     if unknown:
-        raise _invalid(f"unknown field(s) in 'start': {', '.join(sorted(unknown))}")
+        raise invalid(f"unknown field(s) in 'start': {', '.join(sorted(unknown))}")
     trace_id = raw.get("trace_id")
     if trace_id is not None:
         if not isinstance(trace_id, str):
-            raise _invalid(f"'trace_id' must be a string, got {_kind(trace_id)}")
+            raise invalid(f"'trace_id' must be a string, got {json_kind(trace_id)}")
         if len(trace_id) > MAX_TRACE_ID_LEN:
-            raise _invalid(f"'trace_id' is {len(trace_id)} characters; at most "
+            raise invalid(f"'trace_id' is {len(trace_id)} characters; at most "
                            f"{MAX_TRACE_ID_LEN} are accepted")
     fmt = AudioFormat.from_dict(raw["format"]) if "format" in raw else AudioFormat()
     options = {k: raw[k] for k in START_OPTION_FIELDS if k in raw}
@@ -243,11 +243,13 @@ def parse_server_event(text: str) -> ServerEvent:
 
 # ---- field helpers ------------------------------------------------------------------------
 
-def _invalid(message: str) -> ProtocolError:
+def invalid(message: str) -> ProtocolError:
+    """A malformed control message: close code 1007 (invalid payload)."""
     return ProtocolError(message, WSCloseCode.INVALID_TEXT)
 
 
-def _kind(value: Any) -> str:
+def json_kind(value: Any) -> str:
+    """How a JSON value reads in an error message ("a string", "null")."""
     if value is None:
         return "null"
     if isinstance(value, bool):
@@ -266,12 +268,12 @@ def _int(raw: dict[str, Any], key: str, default: int, prefix: str = "") -> int:
     if isinstance(value, bool) or not isinstance(value, int):
         if isinstance(value, float) and value.is_integer():
             return int(value)
-        raise _invalid(f"'{prefix}{key}' must be an integer, got {_kind(value)}")
+        raise invalid(f"'{prefix}{key}' must be an integer, got {json_kind(value)}")
     return value
 
 
 def _bool(raw: dict[str, Any], key: str, default: bool, prefix: str = "") -> bool:
     value = raw.get(key, default)
     if not isinstance(value, bool):
-        raise _invalid(f"'{prefix}{key}' must be true or false, got {_kind(value)}")
+        raise invalid(f"'{prefix}{key}' must be true or false, got {json_kind(value)}")
     return value

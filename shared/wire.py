@@ -5,6 +5,9 @@ Only bytes cross the boundary: each message is one msgpack map with a schema ver
 (no copy). ``from_wire`` validates and raises :class:`WireError`; callers never index raw dicts.
 Frames on a byte stream are length-prefixed like ``multiprocessing.connection`` (4-byte big-endian
 signed length), so a worker can use ``Connection.recv_bytes`` while the gateway reads with asyncio.
+
+A worker connection goes: ``hello`` (worker) -> ``config`` (gateway) -> ``ready`` (worker, after
+warm-up); then ``request``/``end_session`` one way, ``result`` the other, ``heartbeat`` both ways.
 """
 
 from __future__ import annotations
@@ -116,8 +119,11 @@ class InferenceResult:
     output: dict[str, Any] | None = None
     error: str | None = None
     queue_wait: float = 0.0
-    inference_time: float = 0.0
+    inference_time: float = 0.0  # this segment's share: the model call's time / batch_size
     batch_size: int = 1
+    # Set by the gateway (never by a worker) on the first answer for a stateful stream after the
+    # worker holding its model state died: that answer comes from fresh state.
+    state_lost: bool = False
     trace: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -128,11 +134,15 @@ class InferenceResult:
         return _pack({"v": SCHEMA_VERSION, "kind": self.KIND, "request_id": self.request_id,
                       "worker_id": self.worker_id, "output": self.output, "error": self.error,
                       "queue_wait": self.queue_wait, "inference_time": self.inference_time,
-                      "batch_size": self.batch_size, "trace": self.trace})
+                      "batch_size": self.batch_size, "state_lost": self.state_lost,
+                      "trace": self.trace})
 
     @classmethod
     def from_obj(cls, o: dict[str, Any]) -> InferenceResult:
         output, error = o.get("output"), o.get("error")
+        state_lost = o.get("state_lost", False)
+        if not isinstance(state_lost, bool):
+            raise WireError("result envelope field 'state_lost' must be bool")
         if output is not None and not isinstance(output, dict):
             raise WireError("result envelope field 'output' must be a map or nil")
         if error is not None and not isinstance(error, str):
@@ -143,7 +153,8 @@ class InferenceResult:
                    output=output, error=error,
                    queue_wait=_field(o, "queue_wait", (int, float)),
                    inference_time=_field(o, "inference_time", (int, float)),
-                   batch_size=_field(o, "batch_size", int), trace=_trace(o))
+                   batch_size=_field(o, "batch_size", int), state_lost=state_lost,
+                   trace=_trace(o))
 
 
 @dataclass(frozen=True, slots=True)
@@ -186,9 +197,86 @@ class EndSession:
         return cls(stateful_key=_field(o, "stateful_key", str), trace=_trace(o))
 
 
-Message = InferenceRequest | InferenceResult | WorkerReady | EndSession
+@dataclass(frozen=True, slots=True)
+class WorkerHello:
+    """A worker's first message on a new connection: who it is, so logs and stats can say."""
+
+    KIND: ClassVar[str] = "hello"
+    pid: int
+    host: str
+    trace: dict[str, str] = field(default_factory=dict)
+
+    def to_wire(self) -> bytes:
+        return _pack({"v": SCHEMA_VERSION, "kind": self.KIND, "pid": self.pid,
+                      "host": self.host, "trace": self.trace})
+
+    @classmethod
+    def from_obj(cls, o: dict[str, Any]) -> WorkerHello:
+        return cls(pid=_field(o, "pid", int), host=_field(o, "host", str), trace=_trace(o))
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerConfig:
+    """The gateway's answer to a hello: the worker's id and the gateway's model settings, so every
+    worker (embedded or attached from another host) runs the same configuration."""
+
+    KIND: ClassVar[str] = "config"
+    worker_id: int
+    model: str
+    params: dict[str, Any] = field(default_factory=dict)
+    max_batch: int = 1
+    max_wait: float = 0.0            # seconds a worker waits for a batch to fill
+    heartbeat_interval: float = 1.0  # seconds between heartbeats, each way
+    heartbeat_timeout: float = 10.0  # silence after which either side gives the other up
+    trace: dict[str, str] = field(default_factory=dict)
+
+    def to_wire(self) -> bytes:
+        return _pack({"v": SCHEMA_VERSION, "kind": self.KIND, "worker_id": self.worker_id,
+                      "model": self.model, "params": self.params, "max_batch": self.max_batch,
+                      "max_wait": self.max_wait, "heartbeat_interval": self.heartbeat_interval,
+                      "heartbeat_timeout": self.heartbeat_timeout, "trace": self.trace})
+
+    @classmethod
+    def from_obj(cls, o: dict[str, Any]) -> WorkerConfig:
+        params = _field(o, "params", dict)
+        if not all(isinstance(k, str) for k in params):
+            raise WireError("config envelope field 'params' must have text keys")
+        max_batch = _field(o, "max_batch", int)
+        if max_batch < 1:
+            raise WireError(f"config envelope field 'max_batch' must be at least 1, "
+                            f"got {max_batch}")
+        return cls(worker_id=_field(o, "worker_id", int), model=_field(o, "model", str),
+                   params=params, max_batch=max_batch,
+                   max_wait=_field(o, "max_wait", (int, float)),
+                   heartbeat_interval=_field(o, "heartbeat_interval", (int, float)),
+                   heartbeat_timeout=_field(o, "heartbeat_timeout", (int, float)),
+                   trace=_trace(o))
+
+
+@dataclass(frozen=True, slots=True)
+class Heartbeat:
+    """Sent both ways every ``heartbeat_interval``: silence longer than ``heartbeat_timeout``
+    means the other side is hung or unreachable, even while the TCP connection looks open."""
+
+    KIND: ClassVar[str] = "heartbeat"
+    worker_id: int
+    sent_at: float
+    trace: dict[str, str] = field(default_factory=dict)
+
+    def to_wire(self) -> bytes:
+        return _pack({"v": SCHEMA_VERSION, "kind": self.KIND, "worker_id": self.worker_id,
+                      "sent_at": self.sent_at, "trace": self.trace})
+
+    @classmethod
+    def from_obj(cls, o: dict[str, Any]) -> Heartbeat:
+        return cls(worker_id=_field(o, "worker_id", int),
+                   sent_at=_field(o, "sent_at", (int, float)), trace=_trace(o))
+
+
+Message = (InferenceRequest | InferenceResult | WorkerReady | EndSession | WorkerHello
+           | WorkerConfig | Heartbeat)
 _KINDS: dict[str, Any] = {c.KIND: c for c in (InferenceRequest, InferenceResult, WorkerReady,
-                                              EndSession)}
+                                              EndSession, WorkerHello, WorkerConfig, Heartbeat)}
 
 
 def from_wire(data: bytes) -> Message:

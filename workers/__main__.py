@@ -1,14 +1,158 @@
-"""``streamer-worker``: a worker that attaches to a running gateway (attached mode)."""
+"""``streamer-worker --connect HOST:PORT``: a worker that attaches to a running gateway.
+
+This process is a small supervisor: it runs the model in a child process and starts a new child
+when that one dies (a crash, ``panic_rate``, kill -9) or its gateway goes away: at once if the
+child had answered something, with backoff while children keep dying without answering. It
+never exits on its own for those reasons, because honcho stops the whole group when one process
+exits. It exits on SIGTERM/SIGINT, and when the gateway refuses the authkey (retrying cannot fix
+that; the message says so).
+"""
 
 from __future__ import annotations
 
+import argparse
+import logging
+import multiprocessing
+import os
+import signal
 import sys
+import time
+from multiprocessing.connection import wait
+from multiprocessing.process import BaseProcess
+from types import FrameType
+
+from shared.errors import ConfigError
+from shared.logs import setup_logging
+from workers.attach import REFUSED_EXIT_CODE, Address, describe, parse_address, run_attached
+
+log = logging.getLogger("streamer.worker")
+
+RESTART_FIRST, RESTART_MAX = 0.1, 10.0  # seconds; doubles per idle death in a row
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="streamer-worker",
+        description="Attach a model worker to a gateway started with --worker-address. The "
+                    "gateway sends the model and its settings; the authkey comes from "
+                    "STREAMER_AUTHKEY and must match the gateway's.")
+    parser.add_argument("--connect", metavar="HOST:PORT",
+                        default=os.environ.get("STREAMER_POOL__WORKER_ADDRESS"),
+                        help="the gateway's worker address (HOST:PORT, PORT or a unix socket "
+                             "path; default $STREAMER_POOL__WORKER_ADDRESS)")
+    parser.add_argument("--log-level", default=os.environ.get("STREAMER_LOG_LEVEL", "INFO"),
+                        help="DEBUG, INFO, WARNING or ERROR")
+    return parser
 
 
 def main(argv: list[str] | None = None) -> None:
-    print("streamer-worker: attached mode (--connect HOST:PORT) is not available yet; "
-          "the gateway runs embedded workers (streamer-gateway --workers N)", file=sys.stderr)
-    raise SystemExit(2)
+    args = build_parser().parse_args(argv)
+    if not args.connect:
+        print("streamer-worker: --connect HOST:PORT is required (the gateway's "
+              "--worker-address)", file=sys.stderr)
+        raise SystemExit(2)
+    try:
+        address = parse_address(args.connect)
+    except ConfigError as exc:
+        print(f"streamer-worker: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+    authkey = os.environ.get("STREAMER_AUTHKEY", "")
+    if not authkey:
+        print("streamer-worker: STREAMER_AUTHKEY is not set; set it to the gateway's authkey",
+              file=sys.stderr)
+        raise SystemExit(2)
+    setup_logging(args.log_level, process="worker-supervisor")
+    code = Supervisor(address, authkey.encode(), args.log_level).run()
+    if code == 2:
+        print(f"streamer-worker: the gateway at {describe(address)} refused this worker (wrong "
+              "STREAMER_AUTHKEY, or not a streamer gateway's worker address); not retrying",
+              file=sys.stderr)
+    raise SystemExit(code)
+
+
+class Supervisor:
+    """Runs the model process, restarts it, and stops it on a signal (gunicorn's arbiter in
+    miniature: signal handlers only set a flag; a self-pipe wakes the waiting loop)."""
+
+    def __init__(self, address: Address, authkey: bytes, log_level: str) -> None:
+        self.address = address
+        self.authkey = authkey
+        self.log_level = log_level
+        self.stopping = False
+        self._ctx = multiprocessing.get_context("fork")  # no threads here: fork is safe, fast
+
+    def _on_signal(self, signum: int, frame: FrameType | None) -> None:
+        self.stopping = True
+
+    def run(self) -> int:
+        wake_r, wake_w = os.pipe()
+        os.set_blocking(wake_r, False)
+        os.set_blocking(wake_w, False)
+        signal.set_wakeup_fd(wake_w)
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, self._on_signal)
+        idle_deaths = 0
+        child: BaseProcess | None = None
+        try:
+            while not self.stopping:
+                answered = self._ctx.RawValue("q", 0)  # shared memory the child counts into
+                child = self._ctx.Process(target=run_attached, name="streamer-worker-model",
+                                          args=(self.address, self.authkey, self.log_level,
+                                                os.getpid(), answered))
+                child.start()
+                started = time.monotonic()
+                while child.exitcode is None and not self.stopping:
+                    wait([child.sentinel, wake_r])
+                    _drain(wake_r)
+                if self.stopping:
+                    break
+                code = child.exitcode
+                if code == REFUSED_EXIT_CODE:
+                    return 2
+                if code == 0:
+                    log.info("the gateway at %s closed the connection; reconnecting",
+                             describe(self.address))
+                    idle_deaths = 0
+                    continue
+                idle_deaths = 0 if answered.value else idle_deaths + 1
+                delay = min(RESTART_FIRST * 2 ** (idle_deaths - 1), RESTART_MAX) \
+                    if idle_deaths else 0.0
+                log.warning("model process %d exited with %s after %.1f s and %d answers; "
+                            "restarting%s", child.pid, _exit_text(code),
+                            time.monotonic() - started, answered.value,
+                            f" in {delay:.1f} s" if delay else "")
+                deadline = time.monotonic() + delay
+                while not self.stopping and time.monotonic() < deadline:
+                    wait([wake_r], deadline - time.monotonic())
+                    _drain(wake_r)
+            return 0
+        finally:
+            if child is not None and child.pid is not None and child.exitcode is None:
+                child.terminate()
+                child.join(5.0)
+                if child.exitcode is None:
+                    child.kill()
+                    child.join()
+            signal.set_wakeup_fd(-1)
+            os.close(wake_r)
+            os.close(wake_w)
+
+
+def _drain(fd: int) -> None:
+    try:
+        while os.read(fd, 512):
+            pass
+    except BlockingIOError:
+        pass
+
+
+def _exit_text(code: int | None) -> str:
+    if code is not None and code < 0:
+        try:
+            return f"signal {signal.Signals(-code).name}"
+        except ValueError:
+            return f"signal {-code}"
+    return f"code {code}"
 
 
 if __name__ == "__main__":

@@ -1,15 +1,24 @@
-"""The pure core of a worker: request bytes in, result bytes out. No sockets, no signals."""
+"""The pure core of a worker: request bytes in, result bytes out. No sockets, no signals.
+
+Each segment's model call is an ``inference`` span, a child of the gateway's ``dispatch`` span
+named by the request's trace context (a no-op unless the worker process set up tracing)."""
 
 from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Iterator
+from typing import Any
+
+from opentelemetry import trace
 
 from shared.errors import ModelError, WireError
+from shared.tracing import context_from_carrier
 from shared.wire import EndSession, InferenceRequest, InferenceResult, from_wire
 from workers.models.base import Model, SegmentInfo
 
 log = logging.getLogger(__name__)
+tracer = trace.get_tracer("streamer.worker")
 
 
 class Runner:
@@ -34,18 +43,73 @@ class Runner:
         return self.run(msg, received).to_wire()
 
     def run(self, req: InferenceRequest, received: float) -> InferenceResult:
-        info = SegmentInfo(req.session_id, req.channel, req.start_time, req.end_time,
-                           req.is_final, req.stateful_key)
-        queue_wait = max(0.0, received - req.sent_at) if req.sent_at else 0.0
+        span = self._span(req)
         started = time.perf_counter()
-        output = error = None
+        output: dict[str, Any] | Exception
         try:
-            output = self.model.infer(req.samples, info)
-        except ModelError as exc:
-            error = f"inference failed: {exc}"
+            output = self.model.infer(req.samples, _info(req))
         except Exception as exc:  # a model bug must cost one segment, not the worker
-            log.exception("model raised on request %d", req.request_id)
-            error = f"inference failed: {type(exc).__name__}: {exc}"
+            output = exc
+        return self._result(req, received, output, time.perf_counter() - started, 1, span)
+
+    def run_batch(self, batch: list[tuple[InferenceRequest, float]]
+                  ) -> Iterator[InferenceResult]:
+        """Answer requests taken together (each with the time it was received). A model that
+        batches runs them in one call and each result carries ``batch_size`` and its share of
+        the time; any other model runs them one by one, each result yielded as soon as it is
+        ready, so batching never delays an answer for nothing."""
+        if len(batch) == 1 or not self.model.batches():
+            for req, received in batch:
+                yield self.run(req, received)
+            return
+        spans = [self._span(req) for req, _ in batch]
+        started = time.perf_counter()
+        outputs: list[dict[str, Any] | Exception]
+        try:
+            outputs = self.model.infer_batch([(req.samples, _info(req)) for req, _ in batch])
+            if len(outputs) != len(batch):
+                raise RuntimeError(f"infer_batch returned {len(outputs)} outputs for "
+                                   f"{len(batch)} segments")
+        except Exception as exc:
+            outputs = [exc] * len(batch)
+        share = (time.perf_counter() - started) / len(batch)
+        results = [self._result(req, received, output, share, len(batch), span)
+                   for (req, received), output, span in zip(batch, outputs, spans, strict=True)]
+        yield from results
+
+    def _span(self, req: InferenceRequest) -> trace.Span:
+        return tracer.start_span("inference", context=context_from_carrier(req.trace),
+                                 attributes={"session.id": req.session_id,
+                                             "audio.channel": req.channel,
+                                             "segment.start_time": req.start_time,
+                                             "segment.end_time": req.end_time,
+                                             "worker.id": self.worker_id,
+                                             "request.attempt": req.attempt})
+
+    def _result(self, req: InferenceRequest, received: float,
+                output: dict[str, Any] | Exception, inference_time: float,
+                batch_size: int, span: trace.Span) -> InferenceResult:
+        queue_wait = max(0.0, received - req.sent_at) if req.sent_at else 0.0
+        result: dict[str, Any] | None = None
+        error = None
+        if isinstance(output, ModelError):
+            error = f"inference failed: {output}"
+        elif isinstance(output, Exception):
+            log.error("model raised on request %d", req.request_id, exc_info=output)
+            error = f"inference failed: {type(output).__name__}: {output}"
+        else:
+            result = output
+        span.set_attribute("worker.batch_size", batch_size)
+        span.set_attribute("worker.queue_wait", queue_wait)
+        if error is not None:
+            span.set_status(trace.StatusCode.ERROR, error)
+        span.end()
         return InferenceResult(request_id=req.request_id, worker_id=self.worker_id,
-                               output=output, error=error, queue_wait=queue_wait,
-                               inference_time=time.perf_counter() - started, trace=req.trace)
+                               output=result, error=error, queue_wait=queue_wait,
+                               inference_time=inference_time, batch_size=batch_size,
+                               trace=req.trace)
+
+
+def _info(req: InferenceRequest) -> SegmentInfo:
+    return SegmentInfo(req.session_id, req.channel, req.start_time, req.end_time, req.is_final,
+                       req.stateful_key)

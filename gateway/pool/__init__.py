@@ -2,16 +2,24 @@
 
 from __future__ import annotations
 
+import os
+
 from gateway.pool.base import Pool, PoolStats, WorkerInfo
 from shared.config import Config
 
+AUTHKEY_ENV = "STREAMER_AUTHKEY"
 
-def make_pool(config: Config, kind: str = "embedded") -> Pool:
-    """``embedded``: worker processes (the default); ``inline``/``thread``: baselines."""
+
+def make_pool(config: Config, kind: str = "embedded", authkey: bytes | None = None) -> Pool:
+    """``embedded``: worker processes (the default): ``pool.workers`` started by the gateway,
+    plus attached workers at ``pool.worker_address`` if set (authkey from ``STREAMER_AUTHKEY``
+    unless given); ``inline``/``thread``: the model in the gateway process, for baselines."""
     if kind == "embedded":
-        from gateway.pool.embedded import EmbeddedPool
+        from gateway.pool.supervisor import WorkerPool
 
-        return EmbeddedPool(config)
+        if authkey is None and os.environ.get(AUTHKEY_ENV):
+            authkey = os.environ[AUTHKEY_ENV].encode()
+        return WorkerPool(config, authkey)
     if kind in ("inline", "thread"):
         from gateway.pool.inline import InlinePool
 

@@ -12,10 +12,13 @@ from shared.wire import InferenceRequest, InferenceResult
 @dataclass(frozen=True, slots=True)
 class WorkerInfo:
     worker_id: int
-    pid: int | None
-    ready: bool
+    pid: int | None  # None when not running, or for an attached worker on another host
+    ready: bool      # warmed up and taking work (after its WorkerReady)
     inflight: int
     restarts: int
+    kind: str = "embedded"  # or "attached"
+    address: str = ""       # an attached worker's peer address
+    answered: int = 0       # results it returned since it (re)started
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,6 +33,7 @@ class PoolStats:
     crashed_requests: int
     available: bool
     workers: list[WorkerInfo] = field(default_factory=list)
+    lost: int = 0  # worker connections lost while running (crash, kill, hang, worker left)
 
 
 class Pool(Protocol):

@@ -4,7 +4,10 @@ Each worker has its own socketpair: the gateway reads and writes length-prefixed
 through asyncio, so the event loop never makes a blocking call (a ``multiprocessing.Queue``'s
 feeder thread doubled gateway CPU and loop lag in the measurements of DESIGN.md section 3).
 Workers are forked from a forkserver that has already imported the worker code, so a respawn
-after a crash takes milliseconds, not an interpreter start.
+after a crash takes milliseconds, not an interpreter start. One task per slot supervises it:
+boot, serve until the worker dies, reap, respawn in the same slot. A worker that had answered
+something is respawned at once; deaths in a row before any answer (a model that crashes on
+every segment) back off; a slot whose boots keep failing gives up instead of crash-looping.
 """
 
 from __future__ import annotations
@@ -16,204 +19,180 @@ import multiprocessing
 import socket
 from dataclasses import dataclass
 from multiprocessing.process import BaseProcess
+from typing import TYPE_CHECKING
 
-from gateway.dispatch import Dispatcher
-from gateway.pool.base import PoolStats, WorkerInfo
-from shared.config import Config
+from gateway.pool.link import WorkerLink, read_frame  # noqa: F401  (read_frame: old home)
 from shared.errors import PoolUnavailable, WireError
-from shared.wire import HEADER, InferenceRequest, InferenceResult, WorkerReady, frame, from_wire
 from workers.loop import run_worker
-from workers.models import model_class
-from workers.models.base import parse_params
+
+if TYPE_CHECKING:
+    from gateway.pool.supervisor import WorkerPool
 
 log = logging.getLogger(__name__)
 
-
-async def read_frame(reader: asyncio.StreamReader) -> bytes:
-    (size,) = HEADER.unpack(await reader.readexactly(HEADER.size))
-    if size < 0:
-        raise WireError(f"frame length {size} is not supported")
-    return await reader.readexactly(size)
+SENTINEL_GRACE = 0.5  # after the process exits, seconds its stream gets to deliver what it sent
 
 
 @dataclass(slots=True)
 class _Slot:
     worker_id: int
     process: BaseProcess | None = None
-    writer: asyncio.StreamWriter | None = None
+    sentinel: int | None = None
+    link: WorkerLink | None = None
     task: asyncio.Task[None] | None = None
-    ready: bool = False
     restarts: int = 0
     boot_failures: int = 0
+    idle_deaths: int = 0  # deaths in a row without answering anything
     given_up: bool = False
 
+    @property
+    def pid(self) -> int | None:
+        return self.process.pid if self.process is not None and self.link is not None else None
 
-class EmbeddedPool:
-    kind = "embedded"
 
-    def __init__(self, config: Config) -> None:
-        self.config = config
-        cls = model_class(config.model.name)
-        parse_params(cls, config.model.params, config.model.name)  # fail before any fork
-        self._stateful = cls.stateful
-        self._dispatch = Dispatcher(config.pool.worker_inflight, config.pool.max_retries)
-        self._slots = [_Slot(i) for i in range(config.pool.workers)]
-        self._stopping = False
+class EmbeddedWorkers:
+    def __init__(self, pool: WorkerPool) -> None:
+        self.pool = pool
+        self.config = pool.config
+        self.slots = [_Slot(i) for i in range(self.config.pool.workers)]
         self._ctx = multiprocessing.get_context("forkserver")
         self._ctx.set_forkserver_preload(["workers.loop"])
-        self._respawns: set[asyncio.Task[None]] = set()
 
     @property
-    def stateful(self) -> bool:
-        return self._stateful
+    def available(self) -> bool:
+        return any(not s.given_up for s in self.slots)
 
-    # ---- lifecycle ----------------------------------------------------------------------
     async def start(self) -> None:
-        results = await asyncio.gather(*(self._boot(s) for s in self._slots),
-                                       return_exceptions=True)
-        failures = [f"worker {s.worker_id}: {r}" for s, r in zip(self._slots, results, strict=True)
+        """Boot every slot; fail naming each worker that did not become ready, and how."""
+        links = await asyncio.gather(*(self._boot(s) for s in self.slots),
+                                     return_exceptions=True)
+        failures = [f"worker {s.worker_id}: {r}" for s, r in zip(self.slots, links, strict=True)
                     if isinstance(r, BaseException)]
         if failures:
-            await self.stop()
             raise PoolUnavailable("workers failed to start: " + "; ".join(failures))
-        log.info("%d workers ready (model %s)", len(self._slots), self.config.model.name)
+        for slot, link in zip(self.slots, links, strict=True):
+            assert isinstance(link, WorkerLink)
+            slot.task = asyncio.create_task(self._supervise(slot, link),
+                                            name=f"worker-{slot.worker_id}-supervisor")
+        log.info("%d embedded workers ready (model %s)", len(self.slots),
+                 self.config.model.name)
 
     async def stop(self) -> None:
-        self._stopping = True
-        for task in list(self._respawns):
-            task.cancel()
-        for slot in self._slots:
-            if slot.writer is not None:
-                slot.writer.close()  # end of stream: the worker exits by itself
-        await asyncio.gather(*(self._reap(s, grace=5.0) for s in self._slots))
-        for slot in self._slots:
+        for slot in self.slots:
+            if slot.link is not None:
+                slot.link.close()  # end of stream: the worker exits by itself
+        await asyncio.gather(*(self._reap(s, grace=5.0) for s in self.slots))
+        for slot in self.slots:
             if slot.task is not None:
                 slot.task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await slot.task
-        self._dispatch.fail_all("the gateway is shutting down")
 
-    async def _boot(self, slot: _Slot) -> None:
+    async def _supervise(self, slot: _Slot, link: WorkerLink | None) -> None:
+        while link is not None:
+            reason = await self.pool.serve(link)
+            slot.link = None
+            if self.pool.stopping:
+                return
+            # a hung worker is killed at once; a crashed one has already exited
+            code = await self._reap(slot, grace=0.0 if link.abort_reason else 2.0)
+            slot.restarts += 1
+            slot.idle_deaths = 0 if link.answered else slot.idle_deaths + 1
+            delay = self._backoff(slot.idle_deaths)
+            log.warning("worker %d (pid %s) %s, exit code %s; respawning%s", slot.worker_id,
+                        link.pid, reason, code, f" in {delay:.2f} s" if delay else "")
+            link = await self._respawn(slot, delay)
+
+    def _backoff(self, failures: int) -> float:
+        """0 without failures, then ``restart_backoff`` doubling, at most 64 times it."""
+        if failures <= 0:
+            return 0.0
+        return float(self.config.pool.restart_backoff * 2 ** min(failures - 1, 6))
+
+    async def _respawn(self, slot: _Slot, delay: float) -> WorkerLink | None:
+        while not self.pool.stopping:
+            if delay:
+                await asyncio.sleep(delay)
+            try:
+                return await self._boot(slot)
+            except PoolUnavailable as exc:
+                log.error("worker %d failed to restart: %s", slot.worker_id, exc)
+                if slot.boot_failures >= self.config.pool.max_boot_failures:
+                    slot.given_up = True
+                    log.error("worker %d gave up after %d failed boots in a row",
+                              slot.worker_id, slot.boot_failures)
+                    if not self.pool.available:
+                        self.pool.dispatcher.fail_all("no worker can start")
+                    return None
+                delay = self._backoff(slot.boot_failures) or self.config.pool.restart_backoff
+        return None
+
+    async def _boot(self, slot: _Slot) -> WorkerLink:
         """Start one worker and wait for its ready message; raise naming how it died."""
         loop = asyncio.get_running_loop()
         parent, child = socket.socketpair()
         proc = self._ctx.Process(
             target=run_worker, name=f"streamer-worker-{slot.worker_id}", daemon=True,
-            args=(slot.worker_id, child, self.config.model.name, dict(self.config.model.params),
-                  self.config.server.log_level))
-        slot.process = proc
+            args=(slot.worker_id, child, self.config.server.log_level))
         try:
             await loop.run_in_executor(None, proc.start)  # the first start launches the server
+        except Exception as exc:
+            parent.close()
+            slot.boot_failures += 1
+            raise PoolUnavailable(f"could not start a process: {exc}") from None
         finally:
             child.close()
+        slot.process = proc
+        slot.sentinel = proc.sentinel
+        loop.add_reader(proc.sentinel, self._exited, slot)
         reader, writer = await asyncio.open_unix_connection(sock=parent)
+        link = WorkerLink(slot.worker_id, "embedded", reader, writer)
+        slot.link = link
+        timeout = self.config.pool.start_timeout
         try:
-            data = await asyncio.wait_for(read_frame(reader), self.config.pool.start_timeout)
-            ready = from_wire(data)
-            if not isinstance(ready, WorkerReady):
-                raise WireError(f"expected a ready message, got {ready.KIND}")
+            ready = await link.handshake(self.pool.worker_config(slot.worker_id), timeout)
         except (asyncio.IncompleteReadError, ConnectionError, TimeoutError, WireError) as exc:
-            writer.close()
+            slot.link = None
+            link.close()
             await self._reap(slot, grace=1.0)
             slot.boot_failures += 1
             if isinstance(exc, TimeoutError):
-                raise PoolUnavailable(f"not ready after {self.config.pool.start_timeout} s") \
-                    from None
+                raise PoolUnavailable(f"not ready after {timeout} s") from None
+            if isinstance(exc, WireError):
+                raise PoolUnavailable(f"broke the protocol while starting: {exc}") from None
             raise PoolUnavailable(f"exited with code {proc.exitcode} before it was ready") \
                 from None
-        slot.writer, slot.ready, slot.boot_failures = writer, True, 0
-        self._dispatch.add_worker(slot.worker_id, lambda payload: writer.write(frame(payload)))
-        slot.task = asyncio.create_task(self._read_results(slot, reader),
-                                        name=f"worker-{slot.worker_id}-results")
+        slot.boot_failures = 0
         log.debug("worker %d (pid %s) ready after %.3f s warm-up", slot.worker_id, ready.pid,
                   ready.warmup_time)
+        return link
 
-    async def _read_results(self, slot: _Slot, reader: asyncio.StreamReader) -> None:
-        try:
-            while True:
-                msg = from_wire(await read_frame(reader))
-                if isinstance(msg, InferenceResult):
-                    self._dispatch.on_result(msg)
-                else:
-                    log.warning("worker %d sent an unexpected %s", slot.worker_id, msg.KIND)
-        except (asyncio.IncompleteReadError, ConnectionError):
-            pass
-        except WireError as exc:
-            log.error("worker %d sent a bad frame (%s); replacing it", slot.worker_id, exc)
-        if not self._stopping:
-            await self._on_death(slot)
+    def _exited(self, slot: _Slot) -> None:
+        """The process sentinel fired: the worker exited. Its stream normally ends with it;
+        if something else still holds the socket open, give the link up after a short grace."""
+        self._unwatch(slot)
+        link = slot.link
+        if link is not None and not link.closed:
+            asyncio.get_running_loop().call_later(
+                SENTINEL_GRACE, lambda: None if link.closed else link.abort("exited"))
 
-    async def _on_death(self, slot: _Slot) -> None:
-        slot.ready = False
-        self._dispatch.remove_worker(slot.worker_id, f"worker {slot.worker_id} crashed")
-        if slot.writer is not None:
-            slot.writer.close()
-            slot.writer = None
-        code = await self._reap(slot, grace=2.0)
-        log.warning("worker %d exited with code %s; respawning", slot.worker_id, code)
-        slot.restarts += 1
-        task = asyncio.create_task(self._respawn(slot))
-        self._respawns.add(task)
-        task.add_done_callback(self._respawns.discard)
-
-    async def _respawn(self, slot: _Slot) -> None:
-        delay = self.config.pool.restart_backoff
-        while not self._stopping:
-            if slot.boot_failures:
-                await asyncio.sleep(delay * 2 ** min(slot.boot_failures - 1, 6))
-            try:
-                await self._boot(slot)
-                return
-            except PoolUnavailable as exc:
-                log.error("worker %d failed to restart: %s", slot.worker_id, exc)
-                if slot.boot_failures >= self.config.pool.max_boot_failures:
-                    slot.given_up = True
-                    log.error("worker %d gave up after %d failed boots", slot.worker_id,
-                              slot.boot_failures)
-                    if not self.available:
-                        self._dispatch.fail_all("no worker can start")
-                    return
+    def _unwatch(self, slot: _Slot) -> None:
+        if slot.sentinel is not None:
+            asyncio.get_running_loop().remove_reader(slot.sentinel)
+            slot.sentinel = None
 
     async def _reap(self, slot: _Slot, grace: float) -> int | None:
         """Wait for a worker's exit without blocking the loop; kill it after ``grace``."""
+        self._unwatch(slot)
         proc = slot.process
         if proc is None:
             return None
         loop = asyncio.get_running_loop()
         with contextlib.suppress(ValueError):  # process object already closed
-            if proc.exitcode is None:
+            if proc.exitcode is None and grace > 0:
                 await loop.run_in_executor(None, proc.join, grace)
             if proc.exitcode is None:
                 proc.kill()
                 await loop.run_in_executor(None, proc.join, 5.0)
             return proc.exitcode
         return None
-
-    # ---- work ---------------------------------------------------------------------------
-    @property
-    def available(self) -> bool:
-        return any(not s.given_up for s in self._slots)
-
-    def submit(self, request: InferenceRequest) -> asyncio.Future[InferenceResult]:
-        if not self.available or self._stopping:
-            fut: asyncio.Future[InferenceResult] = asyncio.get_running_loop().create_future()
-            fut.set_result(InferenceResult(request_id=request.request_id, worker_id=-1,
-                                           error="inference failed: no worker is available"))
-            return fut
-        return self._dispatch.submit(request)
-
-    def cancel(self, request_ids: list[int]) -> None:
-        self._dispatch.cancel(request_ids)
-
-    def end_stream(self, stateful_key: str) -> None:
-        self._dispatch.end_stream(stateful_key)
-
-    def stats(self) -> PoolStats:
-        d = self._dispatch.stats()
-        workers = [WorkerInfo(s.worker_id, s.process.pid if s.process else None, s.ready,
-                              d.per_worker.get(s.worker_id, 0), s.restarts) for s in self._slots]
-        return PoolStats(kind=self.kind, size=len(self._slots),
-                         ready=sum(1 for s in self._slots if s.ready), queued=d.queued,
-                         inflight=d.inflight, restarts=sum(s.restarts for s in self._slots),
-                         redispatched=d.redispatched, crashed_requests=d.crashed_requests,
-                         available=self.available, workers=workers)

@@ -63,13 +63,15 @@ START = {"request": "start"}
     ([b"\x00\x00"], 1008, "expected 'start' before audio, got a binary frame"),
     ([{"request": "start", "trace_id": "x" * 800}], 1007, "'trace_id' is 800 characters"),
     ([START, b"\x00" * 5000], 1009, "audio frame of 5000 bytes; at most 4096"),
-    (["{" + " " * 3000 + "}"], 1009, "control message of 3002 characters; at most 1024"),
+    (["{" + " " * 3000 + "}"], 1009, "control message of 3002 bytes; at most 1024"),
 ])
 async def test_each_bad_input_gets_an_error_event_and_a_close_code(gateway, frames, code,
                                                                   words):
     server = await gateway(workers=1, server__max_msg_size=4096, session__max_text_bytes=1024)
-    events, close_code = await exchange(server, *frames)
-    assert events[0]["type"] == "error" and words in events[0]["message"], events
+    events, close_code = await exchange(server, *frames, read=0)
+    errors = [e for e in events if e["type"] == "error"]
+    assert len(errors) == 1 and words in errors[0]["message"], events
+    assert events[-1] == errors[0]  # after what was accepted before it
     assert close_code == code
     await good_session(server)
 
@@ -239,3 +241,12 @@ async def test_errors_from_a_model_do_not_stop_other_sessions(gateway):
         assert [(a.start_time, a.end_time) for a in answers] == \
             [(0.0, 0.5), (0.5, 1.0), (1.0, 1.5), (1.5, 2.0)]  # exactly one answer each
         assert report.close_code == 1000
+
+
+async def test_timeouts_fire_even_while_the_client_answers_heartbeats(gateway):
+    server = await gateway(workers=1, server__heartbeat=0.1, session__start_timeout=0.5,
+                           session__idle_timeout=0.5)
+    events, code = await exchange(server)  # aiohttp's client answers every ping
+    assert events[0]["message"] == "no 'start' within 0.5 s of connecting" and code == 1008
+    events, code = await exchange(server, START, make_pcm(AudioFormat(), 0.5), read=0)
+    assert events[-1]["message"] == "no audio or control message for 0.5 s" and code == 1008

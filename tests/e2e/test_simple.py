@@ -214,6 +214,7 @@ async def test_protocol_errors_get_an_error_event_and_a_close_code(gateway):
         async with http.ws_connect(url) as ws:  # a frame over max_msg_size
             await ws.send_str('{"request": "start"}')
             await ws.send_bytes(b"\x00" * 8192)
+            assert (await ws.receive_json())["type"] == "stopped"  # the stream was finished
             msg = await ws.receive_json()
             assert msg["message"] == "audio frame of 8192 bytes; at most 4096 are accepted"
             assert (await ws.receive()).type == aiohttp.WSMsgType.CLOSE

@@ -88,3 +88,53 @@ async def test_affinity_keeps_a_stream_on_one_worker_and_end_stream_tells_it():
     assert a1.done() and w.ids(0) == [1, 3]
     d.end_stream("A")
     assert isinstance(w.sent[0][-1], EndSession)
+
+
+async def test_a_result_counts_only_from_the_worker_that_holds_the_request():
+    d, w = Dispatcher(per_worker=1, max_retries=2), Wires()
+    w.add(d, 0)
+    fut = d.submit(req(1))
+    w.add(d, 1)
+    d.remove_worker(0, "worker 0 stopped responding")  # hung, not dead: it may still answer
+    assert w.ids(1) == [1]
+    d.on_result(ok(1, 0), worker_id=0)  # from the worker it was taken from: ignored
+    assert not fut.done()
+    d.on_result(InferenceResult(request_id=1, worker_id=1, output={"count": 7}), worker_id=1)
+    d.on_result(ok(1, 1), worker_id=1)  # a second answer: dropped, the first one stands
+    assert fut.result().output == {"count": 7}
+    assert d.stats().inflight == 0
+
+
+async def test_state_lost_marks_the_first_answer_after_the_keys_worker_died():
+    d, w = Dispatcher(per_worker=2), Wires()
+    w.add(d, 0)
+    a1, a2 = d.submit(req(1, "A")), d.submit(req(2, "A"))
+    b1 = d.submit(req(3, "B"))
+    assert w.ids(0) == [1, 2]
+    w.add(d, 1)
+    assert w.ids(1) == [3]
+    d.remove_worker(0, "worker 0 crashed")
+    assert w.ids(1) == [3, 1]  # A moves to worker 1, in order; request 2 waits for room there
+    d.on_result(ok(3, 1))
+    assert w.ids(1) == [3, 1, 2]
+    d.on_result(ok(1, 1))
+    d.on_result(ok(2, 1))
+    assert a1.result().state_lost and not a2.result().state_lost
+    assert not b1.result().state_lost  # B's worker did not die
+    a3 = d.submit(req(4, "A"))
+    d.on_result(ok(4, 1))
+    assert not a3.result().state_lost
+    # the worker dies while A has nothing in flight: A's next answer is marked too
+    w.add(d, 2)
+    d.remove_worker(1, "worker 1 crashed")
+    a4 = d.submit(req(5, "A"))
+    d.on_result(ok(5, 2))
+    assert a4.result().state_lost
+    # a stream that ends after its worker died leaves nothing behind for a later stream
+    d.submit(req(6, "C"))
+    w.add(d, 3)
+    d.remove_worker(2, "worker 2 crashed")
+    d.end_stream("C")
+    c2 = d.submit(req(7, "C"))
+    d.on_result(ok(7, 3), worker_id=3)
+    assert not c2.result().state_lost

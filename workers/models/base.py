@@ -49,6 +49,25 @@ class Model:
     def infer(self, audio: np.ndarray, info: SegmentInfo) -> dict[str, Any]:
         raise NotImplementedError
 
+    def infer_batch(self, items: list[tuple[np.ndarray, SegmentInfo]]
+                    ) -> list[dict[str, Any] | Exception]:
+        """Several segments at once, one output (or the exception for that segment) per item,
+        in order. Override when one call on many segments is cheaper than many calls; the
+        default, a loop over ``infer``, makes the worker answer each segment as soon as it is
+        done instead of holding results for a batch that saves nothing."""
+        out: list[dict[str, Any] | Exception] = []
+        for audio, info in items:
+            try:
+                out.append(self.infer(audio, info))
+            except Exception as exc:  # one bad segment must not fail its batch-mates
+                out.append(exc)
+        return out
+
+    @classmethod
+    def batches(cls) -> bool:
+        """Whether this model overrides :meth:`infer_batch` (runs batches for real)."""
+        return cls.infer_batch is not Model.infer_batch
+
     def end_stream(self, stateful_key: str) -> None:
         """Forget what was kept for one stream (stateful models only)."""
 

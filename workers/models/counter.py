@@ -48,14 +48,32 @@ class CounterModel(Model):
         self._calls += 1
 
     def infer(self, audio: np.ndarray, info: SegmentInfo) -> dict[str, Any]:
+        out = self.infer_batch([(audio, info)])[0]
+        if isinstance(out, Exception):
+            raise out
+        return out
+
+    def infer_batch(self, items: list[tuple[np.ndarray, SegmentInfo]]
+                    ) -> list[dict[str, Any] | Exception]:
+        """One call for the whole batch: ``delay`` and ``jitter`` are paid once and
+        ``constant_factor`` on all of the audio, so a batch costs less than its parts (like a
+        network whose fixed per-call overhead dominates small inputs)."""
         p = self.params
-        cost = self._cost(len(audio) / 16_000)
+        cost = self._cost(sum(len(audio) for audio, _ in items) / 16_000)
         self._calls += 1
-        if p.panic_rate and self._rng.random() < p.panic_rate:
-            os._exit(PANIC_EXIT_CODE)  # a real crash: no cleanup, no reply
+        for _ in items:
+            if p.panic_rate and self._rng.random() < p.panic_rate:
+                os._exit(PANIC_EXIT_CODE)  # a real crash: no cleanup, no reply
         self._spend(cost)
-        if p.failure_rate and self._rng.random() < p.failure_rate:
-            raise ModelError("counter model failed on purpose (failure_rate)")
+        out: list[dict[str, Any] | Exception] = []
+        for audio, info in items:
+            if p.failure_rate and self._rng.random() < p.failure_rate:
+                out.append(ModelError("counter model failed on purpose (failure_rate)"))
+            else:
+                out.append(self._output(audio, info))
+        return out
+
+    def _output(self, audio: np.ndarray, info: SegmentInfo) -> dict[str, Any]:
         return {"count": int(len(audio))}
 
     def _cost(self, seconds_of_audio: float) -> float:
@@ -76,3 +94,24 @@ class CounterModel(Model):
         deadline = time.perf_counter() + seconds
         while time.perf_counter() < deadline:
             pass
+
+
+@register("stateful_counter")
+class StatefulCounterModel(CounterModel):
+    """The counter with memory: ``total`` is the samples seen so far on the stream. It makes
+    state loss visible: after the worker holding a stream dies, ``total`` starts again."""
+
+    stateful = True
+
+    def __init__(self, params: CounterModel.Params) -> None:
+        super().__init__(params)
+        self._totals: dict[str, int] = {}
+
+    def _output(self, audio: np.ndarray, info: SegmentInfo) -> dict[str, Any]:
+        key = info.stateful_key or info.session_id
+        total = self._totals.get(key, 0) + len(audio)
+        self._totals[key] = total
+        return {"count": int(len(audio)), "total": total}
+
+    def end_stream(self, stateful_key: str) -> None:
+        self._totals.pop(stateful_key, None)

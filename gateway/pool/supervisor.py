@@ -1,0 +1,196 @@
+"""The production pool: worker processes behind one Dispatcher, supervised.
+
+Workers come from two sources that may be combined: ``pool.workers`` embedded processes the
+gateway starts and respawns itself (``embedded.py``), and attached workers that join over the
+network at ``pool.worker_address`` (``attached.py``; ``streamer-worker --connect`` under honcho).
+Either way a worker is one :class:`WorkerLink` and gets work only after its ``ready``. Liveness:
+an embedded worker's process sentinel and end of stream, an attached worker's end of stream, and
+for both a heartbeat timeout that catches a worker that is stuck with its connection still open.
+When a worker is gone, the Dispatcher re-sends what it held (at most ``max_retries`` times) or
+answers it with an error; nothing it held is lost or answered twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket
+import time
+
+from gateway.dispatch import Dispatcher
+from gateway.pool.attached import AttachedWorkers
+from gateway.pool.base import PoolStats, WorkerInfo
+from gateway.pool.embedded import EmbeddedWorkers
+from gateway.pool.link import WorkerLink
+from shared.config import Config
+from shared.errors import ConfigError
+from shared.wire import Heartbeat, InferenceRequest, InferenceResult, WorkerConfig
+from workers.models import model_class
+from workers.models.base import parse_params
+
+log = logging.getLogger(__name__)
+
+
+class WorkerPool:
+    def __init__(self, config: Config, authkey: bytes | None = None) -> None:
+        self.config = config
+        cls = model_class(config.model.name)
+        parse_params(cls, config.model.params, config.model.name)  # fail before any worker
+        self._stateful = cls.stateful
+        pool = config.pool
+        self._dispatch = Dispatcher(pool.worker_inflight, pool.max_retries)
+        self._links: dict[int, WorkerLink] = {}
+        self._stopping = False
+        self._watchdog: asyncio.Task[None] | None = None
+        self.lost = 0  # worker connections that ended while the pool was running
+        self.embedded = EmbeddedWorkers(self) if pool.workers else None
+        self.attached: AttachedWorkers | None = None
+        if pool.worker_address:
+            if not authkey:
+                raise ConfigError("attached workers (--worker-address) need an authkey: set "
+                                  "STREAMER_AUTHKEY to a secret shared with the workers")
+            self.attached = AttachedWorkers(self, authkey)
+        if self.embedded is None and self.attached is None:
+            raise ConfigError("no workers: --workers is 0 and no --worker-address is set for "
+                              "attached workers")
+
+    @property
+    def kind(self) -> str:
+        return "+".join(k for k, src in (("embedded", self.embedded),
+                                         ("attached", self.attached)) if src is not None)
+
+    @property
+    def stateful(self) -> bool:
+        return self._stateful
+
+    @property
+    def stopping(self) -> bool:
+        return self._stopping
+
+    @property
+    def dispatcher(self) -> Dispatcher:
+        return self._dispatch
+
+    @property
+    def worker_address(self) -> str:
+        """Where attached workers connect (the bound port when 0 was asked), or ''."""
+        return self.attached.bound if self.attached is not None else ""
+
+    # ---- lifecycle ----------------------------------------------------------------------
+    async def start(self) -> None:
+        if self.attached is not None:
+            await self.attached.start()  # listen first: attached workers may warm up meanwhile
+        if self.embedded is not None:
+            try:
+                await self.embedded.start()
+            except BaseException:
+                await self.stop()
+                raise
+        self._watchdog = asyncio.create_task(self._watch(), name="pool-heartbeats")
+
+    async def stop(self) -> None:
+        self._stopping = True
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._watchdog
+        if self.attached is not None:
+            await self.attached.stop()
+        if self.embedded is not None:
+            await self.embedded.stop()
+        self._dispatch.fail_all("the gateway is shutting down")
+
+    def worker_config(self, worker_id: int) -> WorkerConfig:
+        """What every worker runs: the gateway's model, its settings and the pool's timings."""
+        pool = self.config.pool
+        return WorkerConfig(worker_id=worker_id, model=self.config.model.name,
+                            params=dict(self.config.model.params), max_batch=pool.max_batch,
+                            max_wait=pool.max_wait_ms / 1000.0,
+                            heartbeat_interval=pool.heartbeat_interval,
+                            heartbeat_timeout=pool.heartbeat_timeout)
+
+    async def serve(self, link: WorkerLink) -> str:
+        """Give a ready worker work until its stream ends, then fail over what it held.
+        Returns what happened to it, in words for logs and error events."""
+        wid = link.worker_id
+        self._links[wid] = link
+        self._dispatch.add_worker(wid, link.send)
+        reason = "was stopped"
+        try:
+            aborted = await link.run(self._dispatch.on_result)
+            reason = aborted or ("crashed" if link.kind == "embedded" else "disconnected")
+        finally:
+            self._links.pop(wid, None)
+            if not self._stopping:
+                self.lost += 1
+            self._dispatch.remove_worker(wid, f"worker {wid} {reason}")
+        return reason
+
+    async def _watch(self) -> None:
+        """Send heartbeats and drop workers that have been silent too long. A tick that comes
+        late (the loop itself was held up) checks nothing: the workers' frames may be sitting
+        unread in their sockets, and silence measured then would be ours, not theirs."""
+        pool = self.config.pool
+        last = time.monotonic()
+        while True:
+            await asyncio.sleep(pool.heartbeat_interval)
+            now = time.monotonic()
+            late = now - last > 2 * pool.heartbeat_interval + 0.1
+            last = now
+            for link in list(self._links.values()):
+                silent = now - link.last_heard
+                if silent > pool.heartbeat_timeout and not late:
+                    log.error("worker %d (pid %s) sent nothing for %.1f s; dropping it as hung",
+                              link.worker_id, link.pid, silent)
+                    link.abort(f"stopped responding ({silent:.1f} s without a heartbeat)")
+                else:
+                    link.send(Heartbeat(worker_id=link.worker_id, sent_at=time.time()).to_wire())
+
+    # ---- work ---------------------------------------------------------------------------
+    @property
+    def available(self) -> bool:
+        """False only when no worker can ever come: every embedded slot gave up and no
+        attached worker may join."""
+        return self.attached is not None or (self.embedded is not None
+                                             and self.embedded.available)
+
+    def submit(self, request: InferenceRequest) -> asyncio.Future[InferenceResult]:
+        if not self.available or self._stopping:
+            fut: asyncio.Future[InferenceResult] = asyncio.get_running_loop().create_future()
+            fut.set_result(InferenceResult(request_id=request.request_id, worker_id=-1,
+                                           error="inference failed: no worker is available"))
+            return fut
+        return self._dispatch.submit(request)
+
+    def cancel(self, request_ids: list[int]) -> None:
+        self._dispatch.cancel(request_ids)
+
+    def end_stream(self, stateful_key: str) -> None:
+        self._dispatch.end_stream(stateful_key)
+
+    def stats(self) -> PoolStats:
+        d = self._dispatch.stats()
+        workers: list[WorkerInfo] = []
+        restarts = 0
+        if self.embedded is not None:
+            for slot in self.embedded.slots:
+                link = slot.link
+                workers.append(WorkerInfo(slot.worker_id, slot.pid, bool(link and link.ready),
+                                          d.per_worker.get(slot.worker_id, 0), slot.restarts,
+                                          answered=link.answered if link else 0))
+                restarts += slot.restarts
+        if self.attached is not None:
+            here = socket.gethostname()
+            for link in list(self.attached.links.values()):
+                # a pid means something to psutil only on this host
+                pid = link.pid if link.host == here else None
+                workers.append(WorkerInfo(link.worker_id, pid, link.ready,
+                                          d.per_worker.get(link.worker_id, 0), 0,
+                                          kind="attached", address=link.peer,
+                                          answered=link.answered))
+        return PoolStats(kind=self.kind, size=len(workers),
+                         ready=sum(1 for w in workers if w.ready), queued=d.queued,
+                         inflight=d.inflight, restarts=restarts, redispatched=d.redispatched,
+                         crashed_requests=d.crashed_requests, available=self.available,
+                         workers=workers, lost=self.lost)

@@ -1,0 +1,235 @@
+"""Attached workers as separate processes (``streamer-worker --connect``), and the Procfile run by
+honcho: real gateways, real worker processes, real websocket traffic on 127.0.0.1."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import aiohttp
+import psutil
+import pytest
+
+from gateway.state import POOL
+from shared.client import stream_audio
+from shared.protocol import AudioFormat, ErrorEvent
+from tests.audio_gen import make_pcm
+from tests.conftest import wait_until
+from tests.e2e.test_simple import SIMPLE, check_channel
+
+BIN = Path(sys.executable).parent
+ROOT = Path(__file__).resolve().parents[2]
+KEY = "attached-test-key"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def spawn(args: list[str], log: Path, env: dict[str, str]) -> subprocess.Popen:
+    with open(log, "wb") as out:
+        return subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, env=env)
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("STREAMER_")}
+    env.update(extra)
+    return env
+
+
+class WorkerProcess:
+    """One ``streamer-worker`` (a supervisor and its model process), its log in a file."""
+
+    def __init__(self, address: str, log: Path, key: str = KEY) -> None:
+        self.log = log
+        self._out = open(log, "wb")  # noqa: SIM115 (closed in stop)
+        self.proc = subprocess.Popen([str(BIN / "streamer-worker"), "--connect", address],
+                                     stdout=self._out, stderr=subprocess.STDOUT,
+                                     env=clean_env(STREAMER_AUTHKEY=key))
+
+    def text(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def model_pids(self) -> list[int]:
+        try:
+            return [c.pid for c in psutil.Process(self.proc.pid).children()]
+        except psutil.NoSuchProcess:
+            return []
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self._out.close()
+
+
+@pytest.fixture(name="workers")
+def worker_processes(tmp_path: Path) -> Iterator:
+    """``workers(address, key=KEY)`` starts a ``streamer-worker``; all are stopped after."""
+    started: list[WorkerProcess] = []
+
+    def start(address: str, key: str = KEY) -> WorkerProcess:
+        w = WorkerProcess(address, tmp_path / f"worker-{len(started)}.log", key)
+        started.append(w)
+        return w
+
+    yield start
+    for w in started:
+        w.stop()
+
+
+@pytest.fixture
+def authkey(monkeypatch: pytest.MonkeyPatch) -> str:
+    monkeypatch.setenv("STREAMER_AUTHKEY", KEY)
+    return KEY
+
+
+async def stream_and_check(server, seconds: float = 2.3, sessions: int = 2) -> None:
+    fmt = AudioFormat(1, 16000)
+    reports = await asyncio.gather(*(
+        stream_audio(str(server.make_url(SIMPLE)), fmt, make_pcm(fmt, seconds, seed=i),
+                     chunk_size=3001) for i in range(sessions)))
+    for report in reports:
+        assert report.close_code == 1000
+        assert not [e for e in report.events if isinstance(e, ErrorEvent)]
+        check_channel(report.events, 0, round(seconds * 16000))
+
+
+async def test_attached_workers_join_an_embedded_one_and_every_segment_arrives_once(
+        gateway, workers, authkey):
+    server = await gateway(workers=1, pool__worker_address="127.0.0.1:0",
+                           model__delay=0.01, model__mode="sleep")
+    pool = server.app[POOL]
+    for _ in range(2):
+        workers(pool.worker_address)
+    await wait_until(lambda: pool.stats().ready == 3, within=30, what="2 attached workers ready")
+    stats = pool.stats()
+    assert stats.kind == "embedded+attached"
+    ids = sorted((w.kind, w.worker_id) for w in stats.workers)
+    assert ids[0] == ("attached", 1000) and ids[1] == ("attached", 1001)
+    assert ids[2] == ("embedded", 0)  # ids never collide
+    for link in pool.attached.links.values():  # Nagle off on the gateway's end
+        assert link.get_socket_option(socket.IPPROTO_TCP, socket.TCP_NODELAY) == 1
+    await stream_and_check(server, sessions=3)
+    assert all(w.answered > 0 for w in pool.stats().workers)  # every worker took work
+
+
+async def test_an_attached_worker_runs_the_gateways_model_settings_over_a_unix_socket(
+        gateway, workers, authkey, tmp_path):
+    path = tmp_path / "workers.sock"
+    server = await gateway(workers=0, pool__worker_address=str(path), model__failure_rate=1.0)
+    async with aiohttp.ClientSession() as http:
+        async with http.get(server.make_url("/api/v1/health")) as r:
+            assert r.status == 503  # alive, but no worker is ready
+            assert (await r.json())["live"] is True
+        async with http.get(server.make_url(SIMPLE)) as r:  # so no session is admitted
+            assert r.status == 503 and "no worker is ready" in (await r.json())["message"]
+    workers(str(path))
+    pool = server.app[POOL]
+    await wait_until(lambda: pool.stats().ready == 1, within=30, what="the worker ready")
+    fmt = AudioFormat(1, 16000)
+    report = await stream_audio(str(server.make_url(SIMPLE)), fmt, make_pcm(fmt, 1.0))
+    errors = [e for e in report.events if isinstance(e, ErrorEvent)]
+    assert len(errors) == 2 and all("failure_rate" in e.message for e in errors)
+
+
+async def test_a_worker_started_before_the_gateway_retries_then_attaches(
+        gateway, workers, authkey):
+    port = free_port()
+    early = workers(f"127.0.0.1:{port}")
+    await wait_until(lambda: "not reachable" in early.text(), within=30,
+                     what="the worker retrying")
+    server = await gateway(workers=0, pool__worker_address=f"127.0.0.1:{port}")
+    pool = server.app[POOL]
+    await wait_until(lambda: pool.stats().ready == 1, within=30, what="the early worker ready")
+    assert early.proc.poll() is None
+    await stream_and_check(server, sessions=1)
+
+
+async def test_a_wrong_authkey_is_refused_with_a_message_and_the_gateway_keeps_serving(
+        gateway, workers, authkey):
+    server = await gateway(workers=0, pool__worker_address="127.0.0.1:0")
+    pool = server.app[POOL]
+    host, port = pool.worker_address.rsplit(":", 1)
+    # a client that connects and says nothing must not hold up anyone else's admission
+    silent = socket.create_connection((host, int(port)))
+    intruder = workers(pool.worker_address, key="not-the-key")
+    await wait_until(lambda: intruder.proc.poll() is not None, within=30,
+                     what="the intruder to exit")
+    assert intruder.proc.returncode == 2
+    assert "STREAMER_AUTHKEY does not match" in intruder.text()
+    assert "refused this worker" in intruder.text()
+    assert pool.attached.refused == 1 and pool.stats().size == 0
+    workers(pool.worker_address)
+    await wait_until(lambda: pool.stats().ready == 1, within=30, what="the good worker ready")
+    await stream_and_check(server, sessions=1)
+    silent.close()
+
+
+async def test_a_hung_worker_is_dropped_on_missed_heartbeats_and_comes_back(
+        gateway, workers, authkey, caplog):
+    server = await gateway(workers=0, pool__worker_address="127.0.0.1:0",
+                           pool__heartbeat_interval=0.1, pool__heartbeat_timeout=0.8,
+                           model__delay=0.02, model__mode="sleep")
+    pool = server.app[POOL]
+    ws = [workers(pool.worker_address) for _ in range(2)]
+    await wait_until(lambda: pool.stats().ready == 2, within=30, what="2 workers ready")
+    hung = ws[0].model_pids()[0]
+    os.kill(hung, signal.SIGSTOP)  # alive, connection open, answering nothing
+    try:
+        fmt = AudioFormat(1, 16000)
+        report = await stream_audio(str(server.make_url(SIMPLE)), fmt, make_pcm(fmt, 4.0),
+                                    chunk_size=8000)
+        check_channel(report.events, 0, 64000)  # what the hung worker held went elsewhere
+        await wait_until(lambda: pool.stats().lost >= 1, within=10, what="the hung one dropped")
+        assert "dropping it as hung" in caplog.text
+    finally:
+        os.kill(hung, signal.SIGCONT)  # it finds its connection closed and starts over
+    await wait_until(lambda: pool.stats().ready == 2, within=30, what="the pool back to 2")
+    assert hung not in ws[0].model_pids()
+
+
+async def test_honcho_runs_the_procfile(tmp_path):
+    port, worker_port = free_port(), free_port()
+    env = clean_env(STREAMER_AUTHKEY=KEY, STREAMER_POOL__WORKER_ADDRESS=f"127.0.0.1:{worker_port}",
+                    PATH=f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}")
+    log = tmp_path / "honcho.log"
+    honcho = spawn([str(BIN / "honcho"), "start", "-f", str(ROOT / "Procfile"), "-d",
+                    str(tmp_path), "-p", str(port), "-c", "worker=2"], log, env)
+    try:
+        async with aiohttp.ClientSession() as http:
+            async def ready() -> bool:
+                if honcho.poll() is not None:
+                    raise AssertionError(f"honcho exited: {log.read_text()}")
+                try:
+                    async with http.get(f"http://127.0.0.1:{port}/api/v1/health") as r:
+                        return (await r.json())["workers"]["ready"] == 2
+                except aiohttp.ClientError:
+                    return False
+
+            await wait_until(ready, within=60, what=f"the Procfile's 2 workers ready "
+                                                    f"({log.read_text()})")
+        group = psutil.Process(honcho.pid).children(recursive=True)
+        fmt = AudioFormat(2, 44100)
+        report = await stream_audio(f"ws://127.0.0.1:{port}{SIMPLE}", fmt, make_pcm(fmt, 1.6),
+                                    chunk_size=4001)
+        for channel in (0, 1):
+            check_channel(report.events, channel, 25600)
+    finally:
+        honcho.send_signal(signal.SIGTERM)
+        code = await asyncio.get_running_loop().run_in_executor(None, honcho.wait, 30)
+    assert code == 143, log.read_text()  # honcho's exit code after a SIGTERM
+    _, alive = psutil.wait_procs(group, timeout=10)
+    assert alive == []  # gateway, supervisors and model processes all gone

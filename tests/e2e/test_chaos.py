@@ -1,0 +1,151 @@
+"""Chaos: workers die (SIGKILL, ``panic_rate``) again and again under load from several sessions.
+Every segment sent gets exactly one answer (a result or an explicit error), the gateway stays
+up, and the pool returns to full size. Kills are triggered by results arriving, not by timers."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import signal
+from collections.abc import Callable
+
+from gateway.state import POOL
+from shared.client import stream_audio
+from shared.protocol import AudioFormat, ErrorEvent, SegmentEvent, ServerEvent
+from tests.audio_gen import make_pcm
+from tests.conftest import wait_until
+from tests.e2e.test_attached import WorkerProcess, worker_processes  # noqa: F401  (fixture)
+from tests.e2e.test_simple import SIMPLE, check_channel
+
+FMT = AudioFormat(1, 16000)
+CHUNK = 0.25  # seconds per segment
+
+
+def assert_each_segment_answered_once(events: list[ServerEvent], seconds: float) -> list[str]:
+    """Each chunk of the stream has exactly one result or one error; returns the errors."""
+    answers = [e for e in events if isinstance(e, SegmentEvent | ErrorEvent)]
+    spans = [(round(e.start_time, 6), round(e.end_time, 6)) for e in answers]
+    n = round(seconds / CHUNK)
+    assert sorted(spans) == [(round(i * CHUNK, 6), round((i + 1) * CHUNK, 6)) for i in range(n)]
+    assert spans == sorted(spans)  # and in stream order
+    for e in answers:
+        if isinstance(e, SegmentEvent):
+            assert e.output["count"] == round(CHUNK * 16000)
+    errors = [e.message for e in answers if isinstance(e, ErrorEvent)]
+    assert all("crashed" in m or "disconnected" in m for m in errors), errors
+    return errors
+
+
+async def load(server, sessions: int, seconds: float,
+               on_event: Callable[[ServerEvent], None] | None = None) -> list[str]:
+    reports = await asyncio.gather(*(
+        stream_audio(str(server.make_url(SIMPLE)), FMT, make_pcm(FMT, seconds, seed=i),
+                     chunk_size=4000, on_event=on_event) for i in range(sessions)))
+    errors: list[str] = []
+    for report in reports:
+        assert report.close_code == 1000
+        errors += assert_each_segment_answered_once(report.events, seconds)
+    return errors
+
+
+class Killer:
+    """SIGKILLs a ready worker's process every ``every`` results the clients receive."""
+
+    def __init__(self, pids: Callable[[], list[int]], every: int) -> None:
+        self._pids, self._every = pids, every
+        self._seen = 0
+        self.kills = 0
+        self._rng = random.Random(4)
+
+    def __call__(self, event: ServerEvent) -> None:
+        if not isinstance(event, SegmentEvent):
+            return
+        self._seen += 1
+        if self._seen % self._every:
+            return
+        pids = self._pids()
+        if pids:
+            try:
+                os.kill(self._rng.choice(pids), signal.SIGKILL)
+                self.kills += 1
+            except ProcessLookupError:
+                pass
+
+
+async def test_sigkill_embedded_workers_repeatedly_under_load(gateway):
+    server = await gateway(workers=2, model__delay=0.02, model__mode="sleep",
+                           session__chunk_seconds=CHUNK, pool__restart_backoff=0.05,
+                           pool__max_retries=3)
+    pool = server.app[POOL]
+    killer = Killer(lambda: [w.pid for w in pool.stats().workers if w.ready and w.pid], 8)
+    errors = await load(server, sessions=4, seconds=8.0, on_event=killer)
+    assert killer.kills >= 8
+    assert pool.stats().lost >= killer.kills // 2  # a kill may hit a process already dying
+    await wait_until(lambda: pool.stats().ready == 2, within=20, what="the pool back to 2")
+    assert len(errors) <= 4  # only a segment whose every attempt was killed gets an error
+    assert await load(server, sessions=1, seconds=1.0) == []  # and it serves as before
+
+
+async def test_panicking_model_under_load(gateway):
+    server = await gateway(workers=2, model__delay=0.01, model__mode="sleep",
+                           model__panic_rate=0.1,
+                           session__chunk_seconds=CHUNK, pool__restart_backoff=0.05,
+                           pool__max_retries=4)
+    pool = server.app[POOL]
+    errors = await load(server, sessions=4, seconds=6.0)  # ~100 calls: ~10 panics
+    assert pool.stats().restarts >= 1
+    assert len(errors) <= 2  # a segment fails only if all 5 of its attempts panic
+    await wait_until(lambda: pool.stats().ready == 2, within=20, what="the pool back to 2")
+
+
+async def test_sigkill_attached_workers_repeatedly_under_load(gateway, workers, monkeypatch):
+    monkeypatch.setenv("STREAMER_AUTHKEY", "chaos-key")
+    server = await gateway(workers=0, pool__worker_address="127.0.0.1:0", model__delay=0.02,
+                           model__mode="sleep", session__chunk_seconds=CHUNK,
+                           pool__max_retries=3)
+    pool = server.app[POOL]
+    procs: list[WorkerProcess] = [workers(pool.worker_address, key="chaos-key")
+                                  for _ in range(2)]
+    await wait_until(lambda: pool.stats().ready == 2, within=30, what="2 attached workers")
+
+    def model_pids() -> list[int]:
+        ready = {w.pid for w in pool.stats().workers if w.ready}
+        return [pid for p in procs for pid in p.model_pids() if pid in ready]
+
+    killer = Killer(model_pids, 8)
+    errors = await load(server, sessions=3, seconds=8.0, on_event=killer)
+    assert killer.kills >= 6
+    await wait_until(lambda: pool.stats().ready == 2, within=30, what="the pool back to 2")
+    assert all(p.proc.poll() is None for p in procs)  # supervisors restarted their children
+    assert len(errors) <= 4
+
+
+async def test_a_stateful_stream_whose_worker_dies_is_told_and_goes_on_with_fresh_state(gateway):
+    server = await gateway(workers=1, model__name="stateful_counter", model__delay=0.03,
+                           model__mode="sleep", session__chunk_seconds=CHUNK,
+                           pool__worker_inflight=1)
+    pool = server.app[POOL]
+    killed: list[int] = []
+
+    def kill_after_the_fourth_result(event: ServerEvent) -> None:
+        if isinstance(event, SegmentEvent) and event.end_time == 4 * CHUNK and not killed:
+            pid = pool.stats().workers[0].pid
+            assert pid is not None
+            os.kill(pid, signal.SIGKILL)
+            killed.append(pid)
+
+    report = await stream_audio(str(server.make_url(SIMPLE)), FMT, make_pcm(FMT, 3.0),
+                                chunk_size=4000, on_event=kill_after_the_fourth_result)
+    assert killed
+    lost = [e for e in report.events if isinstance(e, ErrorEvent)]
+    assert len(lost) == 1 and "state for this stream was lost" in lost[0].message
+    segs = [e for e in report.events if isinstance(e, SegmentEvent)]
+    check_channel(report.events, 0, 48000, chunk=4000)  # every segment answered, in order
+    totals = [e.output["total"] for e in segs]
+    restart = next(i for i, e in enumerate(segs) if e.start_time == lost[0].start_time)
+    assert totals[:restart] == [4000 * (i + 1) for i in range(restart)]
+    assert totals[restart:] == [4000 * (i + 1) for i in range(len(segs) - restart)]
+    assert restart >= 4
+    # in stream order: right before the first result with fresh state
+    assert report.events.index(lost[0]) + 1 == report.events.index(segs[restart])
