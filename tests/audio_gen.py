@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import wave
+from pathlib import Path
+
 import numpy as np
 
 from shared.protocol import AudioFormat
@@ -24,3 +27,19 @@ def make_pcm(fmt: AudioFormat, seconds: float, seed: int = 0) -> bytes:
 
 def split(data: bytes, size: int) -> list[bytes]:
     return [data[i:i + size] for i in range(0, len(data), size)]
+
+
+def write_pcm_wav(path: Path, channels: int, width: int, rate: int, frames: bytes) -> Path:
+    """Interleaved integer PCM bytes as a WAV file (``width`` bytes per sample)."""
+    with wave.open(str(path), "wb") as w:
+        w.setnchannels(channels)
+        w.setsampwidth(width)
+        w.setframerate(rate)
+        w.writeframes(frames)
+    return path
+
+
+def write_wav(path: Path, fmt: AudioFormat, seconds: float) -> Path:
+    """``make_pcm`` audio of ``seconds`` as an integer PCM WAV file."""
+    return write_pcm_wav(path, fmt.channels, fmt.bit_depth // 8, fmt.sample_rate,
+                         make_pcm(fmt, seconds))

@@ -10,13 +10,12 @@ import subprocess
 import sys
 import time
 import urllib.request
-import wave
 from pathlib import Path
 
 import pytest
 
 from shared.protocol import AudioFormat
-from tests.audio_gen import make_pcm
+from tests.audio_gen import write_wav
 
 BIN = Path(sys.executable).parent
 
@@ -66,14 +65,6 @@ def gateway_process():
                 proc.wait()
         proc.stdout.close()
         proc.stderr.close()
-
-
-def write_wav(path: Path, fmt: AudioFormat, seconds: float) -> None:
-    with wave.open(str(path), "wb") as w:
-        w.setnchannels(fmt.channels)
-        w.setsampwidth(fmt.bit_depth // 8)
-        w.setframerate(fmt.sample_rate)
-        w.writeframes(make_pcm(fmt, seconds))
 
 
 def test_client_cli_streams_a_wav_file_to_the_gateway_cli(gateway_process, tmp_path):

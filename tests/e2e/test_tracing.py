@@ -17,8 +17,9 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 )
 
 from shared.protocol import AudioFormat
+from tests.audio_gen import write_wav
 from tests.conftest import wait_until
-from tests.e2e.test_commands import free_port, write_wav
+from tests.e2e.test_commands import free_port
 
 BIN = Path(sys.executable).parent
 

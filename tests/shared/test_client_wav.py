@@ -1,20 +1,14 @@
-import wave
-
 import numpy as np
 import pytest
 import soundfile
 
 from shared.client import read_wav
 from shared.protocol import AudioFormat
+from tests.audio_gen import write_pcm_wav
 
 
 def test_pcm16_wav(tmp_path):
-    path = tmp_path / "a.wav"
-    with wave.open(str(path), "wb") as w:
-        w.setnchannels(2)
-        w.setsampwidth(2)
-        w.setframerate(44100)
-        w.writeframes(b"\x01\x00\x02\x00" * 10)
+    path = write_pcm_wav(tmp_path / "a.wav", 2, 2, 44100, b"\x01\x00\x02\x00" * 10)
     fmt, data = read_wav(path)
     assert fmt == AudioFormat(2, 44100, 16, False) and data == b"\x01\x00\x02\x00" * 10
 
@@ -29,12 +23,7 @@ def test_float_wav(tmp_path):
 
 
 def test_unsupported_files_say_what_to_do(tmp_path):
-    path = tmp_path / "u8.wav"
-    with wave.open(str(path), "wb") as w:
-        w.setnchannels(1)
-        w.setsampwidth(1)
-        w.setframerate(8000)
-        w.writeframes(b"\x80" * 10)
+    path = write_pcm_wav(tmp_path / "u8.wav", 1, 1, 8000, b"\x80" * 10)
     with pytest.raises(ValueError, match="8-bit samples; use 16- or 32-bit PCM"):
         read_wav(path)
     junk = tmp_path / "junk.wav"
