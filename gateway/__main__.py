@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import logging
 import os
 import signal
@@ -12,6 +13,7 @@ from typing import Any
 
 from aiohttp import web
 
+from gateway.vad import VadSettings
 from shared.config import Config, describe_settings, load_config, parse_assignment
 from shared.errors import ConfigError, PoolUnavailable
 from shared.logs import setup_logging
@@ -21,6 +23,8 @@ log = logging.getLogger("streamer.gateway")
 
 
 def build_parser() -> argparse.ArgumentParser:
+    vad = "\n".join(f"  vad.{f.name} (default {f.default!r}): {f.metadata['doc']}"
+                    for f in dataclasses.fields(VadSettings))
     settings = "\n".join(f"  {name} (default {default!r}): {doc}"
                          for name, default, doc in describe_settings())
     parser = argparse.ArgumentParser(
@@ -29,7 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "running the model in worker processes.",
         epilog="Precedence: defaults < --config file < STREAMER_* environment < flags.\n"
                "Settings for --set (also STREAMER_<SECTION>__<KEY>):\n" + settings +
-               "\n  model.<param>: the model's own parameters (e.g. model.delay=0.1)")
+               "\n  model.<param>: the model's own parameters (e.g. model.delay=0.1)\n" + vad)
     parser.add_argument("--host", help="listen address (default 127.0.0.1)")
     parser.add_argument("--port", type=int, help="listen port (default 8080)")
     parser.add_argument("--workers", type=int, help="worker processes (default: one per core; "

@@ -60,7 +60,7 @@ async def _drain_sessions(app: web.Application) -> None:
     sessions: set[Session] = app[SESSIONS]
     if not sessions:
         return
-    log.info("shutting down: draining %d sessions (at most %.0f s)", len(sessions),
+    log.info("shutting down: draining %d sessions (at most %g s)", len(sessions),
              app[CONFIG].server.drain_timeout)
     for session in list(sessions):
         await session.shutdown()

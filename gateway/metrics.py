@@ -85,8 +85,11 @@ class _PoolCollector(Collector):
         yield GaugeMetricFamily("streamer_workers", "Worker slots", value=s.size)
         yield GaugeMetricFamily("streamer_workers_ready", "Workers ready for work",
                                 value=s.ready)
-        yield CounterMetricFamily("streamer_worker_restarts", "Worker processes respawned",
-                                  value=s.restarts)
+        yield CounterMetricFamily("streamer_worker_restarts", "Embedded worker processes "
+                                  "respawned", value=s.restarts)
+        yield CounterMetricFamily("streamer_workers_lost", "Worker connections lost while "
+                                  "running (crash, kill, hang, an attached worker leaving)",
+                                  value=s.lost)
         yield CounterMetricFamily("streamer_segments_redispatched", "Segments sent again "
                                   "after their worker died", value=s.redispatched)
         cpu = CounterMetricFamily("streamer_worker_cpu_seconds", "CPU time of each worker "

@@ -28,6 +28,8 @@ import aiohttp
 
 from shared.protocol import (
     AudioFormat,
+    ErrorEvent,
+    SegmentEvent,
     ServerEvent,
     StartRequest,
     StoppedEvent,
@@ -174,7 +176,8 @@ async def stream_audio(url: str, fmt: AudioFormat, data: bytes, *, chunk_size: i
         sender = asyncio.create_task(send())
         try:
             async for event in client.events():
-                if report.first_result_latency is None and not isinstance(event, StoppedEvent):
+                if report.first_result_latency is None and isinstance(event, SegmentEvent
+                                                                      | ErrorEvent):
                     report.first_result_latency = time.perf_counter() - t0
                 report.events.append(event)
                 if on_event is not None:

@@ -22,7 +22,7 @@ from multiprocessing.process import BaseProcess
 from types import FrameType
 
 from shared.errors import ConfigError
-from shared.logs import setup_logging
+from shared.logs import LEVELS, setup_logging
 from workers.attach import REFUSED_EXIT_CODE, Address, describe, parse_address, run_attached
 
 log = logging.getLogger("streamer.worker")
@@ -60,6 +60,10 @@ def main(argv: list[str] | None = None) -> None:
     if not authkey:
         print("streamer-worker: STREAMER_AUTHKEY is not set; set it to the gateway's authkey",
               file=sys.stderr)
+        raise SystemExit(2)
+    if args.log_level.upper() not in LEVELS:
+        print(f"streamer-worker: --log-level must be one of {', '.join(LEVELS)}, "
+              f"got {args.log_level!r}", file=sys.stderr)
         raise SystemExit(2)
     setup_logging(args.log_level, process="worker-supervisor")
     code = Supervisor(address, authkey.encode(), args.log_level).run()
