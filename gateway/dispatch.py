@@ -213,6 +213,5 @@ class Dispatcher:
                 pending.state_lost = True
             worker = self._workers[wid]
             worker.inflight.add(rid)
-            req = dataclasses.replace(pending.request, sent_at=time.time())
-            worker.send(req.to_wire())
+            worker.send(pending.request.to_wire(sent_at=time.time()))
         self._queue.extendleft(reversed(skipped))

@@ -46,6 +46,9 @@ from gateway.pool.supervisor import WorkerPool  # noqa: E402
 from shared.config import Config, load_config  # noqa: E402
 from shared.wire import InferenceRequest  # noqa: E402
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_common import echo_replies  # noqa: E402
+
 BIN = Path(sys.executable).parent
 KEY = "bench-batching"
 
@@ -139,13 +142,7 @@ def _echo(address: Any, nodelay: bool) -> None:
     conn = Client(address, authkey=KEY.encode())
     if nodelay:
         _nodelay(conn)
-    reply = b"r" * 120  # about a result envelope
-    while True:
-        try:
-            conn.recv_bytes()
-        except EOFError:
-            return
-        conn.send_bytes(reply)
+    echo_replies(conn, 120)  # about a result envelope
 
 
 def _nodelay(conn: Connection) -> None:

@@ -25,6 +25,7 @@ from types import TracebackType
 from typing import Any
 
 import aiohttp
+import numpy as np
 
 from shared.protocol import (
     AudioFormat,
@@ -117,6 +118,16 @@ class StreamReport:
     first_result_latency: float | None = None  # seconds from the first audio sent
     total_time: float = 0.0
     audio_seconds: float = 0.0
+
+
+def pcm_bytes(samples: np.ndarray, fmt: AudioFormat) -> bytes:
+    """Float samples in [-1, 1], shaped (frames, channels), as ``fmt``'s interleaved bytes."""
+    x = np.clip(samples, -1.0, 1.0)
+    if fmt.is_float:
+        return x.astype("<f4").tobytes()
+    if fmt.bit_depth == 16:
+        return (x * 32767).astype("<i2").tobytes()
+    return (x * 2147483647).astype("<i4").tobytes()
 
 
 def read_wav(path: str | Path) -> tuple[AudioFormat, bytes]:

@@ -65,6 +65,8 @@ class PoolConfig:
                                   "127.0.0.1; needs STREAMER_AUTHKEY; empty: none")
     heartbeat_interval: float = setting(1.0, 0.01, 60.0, "seconds between heartbeats on a "
                                         "worker connection, both ways")
+    worker_nice: int = setting(10, 0, 19, "scheduling niceness of worker processes: with every "
+                               "core busy computing, the gateway's event loop still runs first")
     heartbeat_timeout: float = setting(10.0, 0.05, 3600.0, "seconds of silence after which a "
                                        "worker is dropped as hung (and a worker drops its "
                                        "gateway)")

@@ -82,13 +82,15 @@ class InferenceRequest:
     def samples(self) -> np.ndarray:
         return np.frombuffer(self.audio, dtype="<f4")
 
-    def to_wire(self) -> bytes:
+    def to_wire(self, sent_at: float | None = None) -> bytes:
+        """``sent_at`` stamps the dispatch time without building a new frozen request."""
         return _pack({"v": SCHEMA_VERSION, "kind": self.KIND, "request_id": self.request_id,
                       "session_id": self.session_id, "channel": self.channel, "seq": self.seq,
                       "start_time": self.start_time, "end_time": self.end_time,
                       "audio": self.audio, "is_final": self.is_final,
                       "stateful_key": self.stateful_key, "attempt": self.attempt,
-                      "sent_at": self.sent_at, "trace": self.trace})
+                      "sent_at": self.sent_at if sent_at is None else sent_at,
+                      "trace": self.trace})
 
     @classmethod
     def from_obj(cls, o: dict[str, Any]) -> InferenceRequest:
@@ -228,13 +230,15 @@ class WorkerConfig:
     max_wait: float = 0.0            # seconds a worker waits for a batch to fill
     heartbeat_interval: float = 1.0  # seconds between heartbeats, each way
     heartbeat_timeout: float = 10.0  # silence after which either side gives the other up
+    nice: int = 0                    # the worker process's scheduling niceness
     trace: dict[str, str] = field(default_factory=dict)
 
     def to_wire(self) -> bytes:
         return _pack({"v": SCHEMA_VERSION, "kind": self.KIND, "worker_id": self.worker_id,
                       "model": self.model, "params": self.params, "max_batch": self.max_batch,
                       "max_wait": self.max_wait, "heartbeat_interval": self.heartbeat_interval,
-                      "heartbeat_timeout": self.heartbeat_timeout, "trace": self.trace})
+                      "heartbeat_timeout": self.heartbeat_timeout, "nice": self.nice,
+                      "trace": self.trace})
 
     @classmethod
     def from_obj(cls, o: dict[str, Any]) -> WorkerConfig:
@@ -250,7 +254,7 @@ class WorkerConfig:
                    max_wait=_field(o, "max_wait", (int, float)),
                    heartbeat_interval=_field(o, "heartbeat_interval", (int, float)),
                    heartbeat_timeout=_field(o, "heartbeat_timeout", (int, float)),
-                   trace=_trace(o))
+                   nice=_field(o, "nice", int), trace=_trace(o))
 
 
 @dataclass(frozen=True, slots=True)

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
+from shared.client import pcm_bytes
 from shared.protocol import AudioFormat
 
 
@@ -17,12 +18,7 @@ def make_pcm(fmt: AudioFormat, seconds: float, seed: int = 0) -> bytes:
     t = np.arange(n) / fmt.sample_rate
     chans = [0.4 * np.sin(2 * np.pi * (220 + 110 * c) * t) + 0.05 * rng.standard_normal(n)
              for c in range(fmt.channels)]
-    x = np.clip(np.stack(chans, axis=1), -1.0, 1.0)
-    if fmt.is_float:
-        return x.astype("<f4").tobytes()
-    if fmt.bit_depth == 16:
-        return (x * 32767).astype("<i2").tobytes()
-    return (x * 2147483647).astype("<i4").tobytes()
+    return pcm_bytes(np.stack(chans, axis=1), fmt)
 
 
 def split(data: bytes, size: int) -> list[bytes]:

@@ -110,6 +110,7 @@ def serve(conn: Connection, parent_pid: int | None = None,
         got = "nothing" if config is None else f"a {config.KIND} message"
         log.error("expected a config from the gateway within %.0f s, got %s", CONFIG_TIMEOUT, got)
         return BOOT_FAILED_EXIT_CODE
+    _lower_priority(config.nice)
     stop = threading.Event()
     beats = threading.Thread(target=_heartbeats, args=(chan, config, stop, parent_pid),
                              name="heartbeat", daemon=True)
@@ -118,6 +119,15 @@ def serve(conn: Connection, parent_pid: int | None = None,
         return _work(chan, config, answered)
     finally:
         stop.set()
+
+
+def _lower_priority(nice: int) -> None:
+    """Workers yield the CPU to the gateway: its loop answers sockets while they compute."""
+    try:
+        if os.getpriority(os.PRIO_PROCESS, 0) < nice:
+            os.setpriority(os.PRIO_PROCESS, 0, nice)
+    except OSError as exc:
+        log.warning("could not lower the worker's priority to nice %d: %s", nice, exc)
 
 
 def _work(chan: Channel, config: WorkerConfig, answered: Counter | None) -> int:

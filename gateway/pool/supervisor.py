@@ -108,7 +108,7 @@ class WorkerPool:
                             params=dict(self.config.model.params), max_batch=pool.max_batch,
                             max_wait=pool.max_wait_ms / 1000.0,
                             heartbeat_interval=pool.heartbeat_interval,
-                            heartbeat_timeout=pool.heartbeat_timeout)
+                            heartbeat_timeout=pool.heartbeat_timeout, nice=pool.worker_nice)
 
     async def serve(self, link: WorkerLink) -> str:
         """Give a ready worker work until its stream ends, then fail over what it held.

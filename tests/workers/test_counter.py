@@ -48,7 +48,7 @@ def test_warmup_penalty_applies_to_the_first_call_only():
 
 @pytest.mark.parametrize("params, words", [
     ({"delay": -1}, "model.delay must be between"),
-    ({"mode": "nap"}, "model.mode must be 'spin' or 'sleep'"),
+    ({"mode": "nap"}, "model.mode must be one of spin, cpu, sleep"),
     ({"speed": 2}, "unknown parameter"),
     ({"failure_rate": 2}, "model.failure_rate must be between 0.0 and 1.0"),
 ])
@@ -92,3 +92,11 @@ def test_stateful_counter_keeps_a_total_per_stream_until_it_ends():
     model.end_stream("s/1/0")
     assert model.infer(x, a) == {"count": 100, "total": 100}
     assert model.stateful
+
+
+def test_cpu_mode_pays_its_cost_in_cpu_time():
+    model = make_model("counter", {"delay": 0.03, "mode": "cpu"})
+    model.warmup()
+    t0 = time.thread_time()
+    model.infer(np.zeros(10, np.float32), INFO)
+    assert time.thread_time() - t0 >= 0.03  # CPU time: never less, however busy the machine

@@ -1,0 +1,525 @@
+"""``streamer-loadtest``: many concurrent sessions against a running gateway, and what came back.
+
+Each session opens a websocket and streams a clip (a WAV file or generated speech-like audio),
+paced like a live source (a frame is sent once it has been "captured") or as fast as possible;
+with ``--duration`` every session keeps starting new streams on its socket until time is up. For
+every result it records the first-result latency and the finalization latency: the result's
+arrival minus the moment the client sent the audio byte at the segment's ``end_time``. At the end
+it checks that every segment came back (on ``/simple`` the answered spans of each channel must
+tile the stream without gaps or overlaps) and prints a table, or JSON with ``--json``.
+
+``--find-capacity`` repeats bounded real-time runs, doubling then bisecting the number of
+sessions, to find the largest count that keeps the finalization p99 under a target with no lost
+segments and no failed sessions.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import bisect
+import contextlib
+import dataclasses
+import json
+import math
+import sys
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from urllib.parse import urlsplit, urlunsplit
+
+import aiohttp
+import numpy as np
+import psutil
+
+from shared.client import StreamerClient, pcm_bytes, read_wav
+from shared.loadtest_report import (
+    CapacityReport,
+    LoadReport,
+    Percentiles,
+    Probe,
+    SessionRecord,
+    StreamRecord,
+    check_coverage,
+    format_capacity,
+    format_report,
+    ms,
+    summarize,
+)
+from shared.protocol import AudioFormat, ErrorEvent, SegmentEvent, StoppedEvent
+
+TRY_AGAIN_LATER = 1013
+
+
+@dataclass(frozen=True, slots=True)
+class LoadSettings:
+    url: str
+    fmt: AudioFormat
+    audio: bytes = field(repr=False)  # one clip, interleaved PCM in ``fmt``
+    sessions: int = 1
+    real_time: bool = True
+    chunk_seconds: float = 0.1        # audio per websocket frame
+    ramp_up: float = 0.0              # sessions start evenly spread over this many seconds
+    duration: float | None = None     # keep streaming until then (None: ``streams`` clips)
+    streams: int = 1
+    drain_timeout: float = 30.0       # after 'stop', how long to wait for every result
+    connect_timeout: float = 10.0
+    interim_results: bool = False
+    segment_seconds: float = 0.5      # the gateway's session.chunk_seconds, for expected counts
+
+    @property
+    def contiguous(self) -> bool:
+        """Results tile the whole stream on /simple; /segmented only answers speech."""
+        return "segmented" not in urlsplit(self.url).path
+
+
+@dataclass(slots=True)
+class LiveCounters:
+    """Running totals for the progress line."""
+
+    started: float = field(default_factory=time.perf_counter)
+    active: int = 0
+    ok: int = 0
+    failed: int = 0
+    refused: int = 0
+    results: int = 0
+    errors: int = 0
+    recent: deque[float] = field(default_factory=lambda: deque(maxlen=2000))
+
+    def line(self) -> str:
+        elapsed = time.perf_counter() - self.started
+        p = Percentiles.of(list(self.recent))
+        return (f"[{elapsed:6.1f} s] sessions {self.active} active, {self.ok} ok, "
+                f"{self.failed} failed, {self.refused} refused | results {self.results} "
+                f"({self.results / max(elapsed, 1e-9):.1f}/s), errors {self.errors} | "
+                f"finalization p50 {ms(p.p50)} ms, p99 {ms(p.p99)} ms")
+
+
+# ---- audio ---------------------------------------------------------------------------------
+
+def generate_audio(fmt: AudioFormat, seconds: float, seed: int = 0) -> bytes:
+    """Speech-like test audio: 2 s of a voiced, amplitude-modulated harmonic tone, then 1 s of
+    faint noise, repeated; each channel at its own pitch. Voice-activity detectors find it."""
+    rng = np.random.default_rng(seed)
+    n = int(round(seconds * fmt.sample_rate))
+    t = np.arange(n) / fmt.sample_rate
+    voiced = (t % 3.0) < 2.0
+    chans = []
+    for c in range(fmt.channels):
+        f0 = 140.0 + 30.0 * c
+        tone = sum(np.sin(2 * np.pi * k * f0 * t) / k for k in range(1, 6))
+        envelope = 0.5 + 0.5 * np.sin(2 * np.pi * 4.0 * t)
+        x = np.where(voiced, 0.15 * tone * envelope, 0.0) + 0.003 * rng.standard_normal(n)
+        chans.append(x)
+    return pcm_bytes(np.stack(chans, axis=1), fmt)
+
+
+# ---- one stream, one session, many sessions --------------------------------------------------
+
+class _Stream:
+    """Sends one clip on an open socket and files every event it brings back."""
+
+    def __init__(self, client: StreamerClient, settings: LoadSettings, record: StreamRecord,
+                 live: LiveCounters, deadline: float | None) -> None:
+        self.client = client
+        self.s = settings
+        self.rec = record
+        self.live = live
+        self.deadline = deadline
+        fmt = settings.fmt
+        self.bytes_per_second = fmt.frame_bytes * fmt.sample_rate
+        self.chunk = fmt.frame_bytes * max(1, round(settings.chunk_seconds * fmt.sample_rate))
+        self.sent_ends: list[int] = []   # byte offset at the end of each frame sent ...
+        self.sent_at: list[float] = []   # ... and when it was sent
+        self.spans: list[list[tuple[float, float]]] = [[] for _ in range(fmt.channels)]
+        self.stopped: dict[int, float] = {}
+
+    async def run(self) -> None:
+        loop = asyncio.get_running_loop()
+        await self.client.start(self.s.fmt, interim_results=self.s.interim_results)
+        sender: asyncio.Task[None] | None = None
+        try:
+            async with asyncio.timeout(None) as limit:
+                sender = asyncio.create_task(self._send(limit, loop))
+                async for event in self.client.events():
+                    self._on_event(event, time.perf_counter())
+        except TimeoutError:
+            self.rec.failure = (f"not every result within {self.s.drain_timeout:g} s of "
+                                "'stop' (drain timeout)")
+        finally:
+            if sender is not None:
+                if not sender.done():
+                    sender.cancel()
+                await asyncio.wait([sender])
+                exc = None if sender.cancelled() else sender.exception()
+                if exc is not None and self.rec.failure is None:
+                    self.rec.failure = f"sending failed: {type(exc).__name__}: {exc}"
+        self._finish()
+
+    async def _send(self, limit: asyncio.Timeout, loop: asyncio.AbstractEventLoop) -> None:
+        data, chunk = self.s.audio, self.chunk
+        t0 = time.perf_counter()
+        for offset in range(0, len(data), chunk):
+            end = min(offset + chunk, len(data))
+            if self.s.real_time:
+                # a live source sends a frame once it has been captured
+                delay = t0 + end / self.bytes_per_second - time.perf_counter()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+            if offset and self.deadline is not None and time.perf_counter() >= self.deadline:
+                break
+            await self.client.send_audio(data[offset:end])
+            now = time.perf_counter()
+            if not self.sent_ends:
+                self.rec.started = now
+            self.sent_ends.append(end)
+            self.sent_at.append(now)
+        self.rec.audio_seconds = (self.sent_ends[-1] if self.sent_ends else 0) \
+            / self.bytes_per_second
+        await self.client.stop(disconnect=False)
+        limit.reschedule(loop.time() + self.s.drain_timeout)
+
+    def _sent_time(self, end_time: float) -> float | None:
+        """When the frame holding the audio at ``end_time`` (stream seconds) was sent."""
+        if not self.sent_at:
+            return None
+        byte = math.ceil(end_time * self.s.fmt.sample_rate - 1e-6) * self.s.fmt.frame_bytes
+        i = bisect.bisect_left(self.sent_ends, byte)
+        return self.sent_at[min(i, len(self.sent_at) - 1)]  # a resampler tail: the last frame
+
+    def _on_event(self, event: object, now: float) -> None:
+        rec, live = self.rec, self.live
+        rec.finished = now
+        if isinstance(event, SegmentEvent):
+            if rec.first_result is None and rec.started:
+                rec.first_result = now - rec.started
+            if event.is_final is False:
+                rec.interim += 1
+                return
+            rec.results += 1
+            live.results += 1
+            self._span(event.channel, event.start_time, event.end_time)
+            sent = self._sent_time(event.end_time)
+            if sent is not None:
+                rec.finalization.append(now - sent)
+                live.recent.append(now - sent)
+        elif isinstance(event, ErrorEvent):
+            rec.errors += 1
+            live.errors += 1
+            if event.start_time is not None and event.end_time is not None:
+                if event.is_final is not False:
+                    self._span(event.channel, event.start_time, event.end_time)
+            else:
+                rec.stream_errors.append(event.message)
+        elif isinstance(event, StoppedEvent):
+            self.stopped[event.channel] = event.time
+
+    def _span(self, channel: int, start: float, end: float) -> None:
+        if 0 <= channel < len(self.spans):
+            self.spans[channel].append((start, end))
+        else:
+            self.rec.stream_errors.append(f"result for unknown channel {channel}")
+
+    def _finish(self) -> None:
+        rec = self.rec
+        channels = self.s.fmt.channels
+        rec.complete = len(self.stopped) == channels
+        if not rec.complete and rec.failure is None:
+            rec.failure = f"socket closed mid-stream (close code {self.client.close_code})"
+        expected: list[int] = []
+        lost: list[int] = []
+        for channel in range(channels):
+            end = self.stopped.get(channel, rec.audio_seconds)
+            cov = check_coverage(self.spans[channel], end, self.s.segment_seconds,
+                                 self.s.contiguous)
+            rec.duplicates += cov.duplicates
+            if cov.expected is not None:
+                expected.append(cov.expected)
+            if cov.lost is not None:
+                lost.append(cov.lost)
+        rec.expected = sum(expected) if self.s.contiguous else None
+        rec.lost = sum(lost) if self.s.contiguous else None
+
+
+async def _run_session(index: int, s: LoadSettings, http: aiohttp.ClientSession,
+                       live: LiveCounters, start_at: float,
+                       deadline: float | None) -> SessionRecord:
+    rec = SessionRecord(index)
+    delay = start_at - time.perf_counter()
+    if delay > 0:
+        await asyncio.sleep(delay)
+    try:
+        async with asyncio.timeout(s.connect_timeout):
+            client = await StreamerClient.connect(s.url, session=http)
+    except aiohttp.WSServerHandshakeError as exc:
+        return _refused(rec, live, f"handshake refused: HTTP {exc.status}")
+    except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+        return _refused(rec, live, f"cannot connect: {type(exc).__name__}: {exc}")
+    live.active += 1
+    try:
+        while True:
+            stream = StreamRecord(index)
+            rec.streams.append(stream)
+            try:
+                await _Stream(client, s, stream, live, deadline).run()
+            except (aiohttp.ClientError, ConnectionError, RuntimeError) as exc:
+                stream.failure = f"{type(exc).__name__}: {exc}"
+            if stream.failure is not None:
+                break
+            if deadline is not None:
+                if time.perf_counter() >= deadline:
+                    break
+            elif len(rec.streams) >= s.streams:
+                break
+    finally:
+        live.active -= 1
+        with contextlib.suppress(aiohttp.ClientError, ConnectionError, RuntimeError):
+            await client.close()
+    first = rec.streams[0]
+    failure = next((st.failure for st in rec.streams if st.failure), None)
+    if failure is not None and client.close_code == TRY_AGAIN_LATER and first.results == 0:
+        return _refused(rec, live, "closed with 1013 (try again later)")
+    problems = [st for st in rec.streams if (st.lost or 0) or st.duplicates]
+    if failure is not None:
+        rec.status, rec.reason = "failed", failure
+    elif problems:
+        rec.status = "failed"
+        rec.reason = "segments lost or answered twice"
+    if rec.status == "ok":
+        live.ok += 1
+    else:
+        live.failed += 1
+    return rec
+
+
+def _refused(rec: SessionRecord, live: LiveCounters, reason: str) -> SessionRecord:
+    rec.status, rec.reason = "refused", reason
+    live.refused += 1
+    return rec
+
+
+async def run_load(s: LoadSettings,
+                   progress: Callable[[LiveCounters], None] | None = None,
+                   progress_interval: float = 0.5) -> LoadReport:
+    """Run ``s.sessions`` sessions to the end and summarize them."""
+    if s.sessions < 1:
+        raise ValueError("sessions must be at least 1")
+    live = LiveCounters()
+    t0, cpu0, busy0 = time.perf_counter(), time.process_time(), _busy_seconds()
+    deadline = t0 + s.duration if s.duration is not None else None
+    step = s.ramp_up / s.sessions if s.sessions > 1 else 0.0
+    connector = aiohttp.TCPConnector(limit=0)
+    async with aiohttp.ClientSession(connector=connector) as http:
+        tasks = [asyncio.create_task(_run_session(i, s, http, live, t0 + i * step, deadline))
+                 for i in range(s.sessions)]
+        ticker = (asyncio.create_task(_tick(live, progress, progress_interval))
+                  if progress is not None else None)
+        try:
+            records = await asyncio.gather(*tasks)
+        finally:
+            for task in tasks:
+                task.cancel()
+            if ticker is not None:
+                ticker.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await ticker
+    if progress is not None:
+        progress(live)
+    wall = time.perf_counter() - t0
+    return summarize(s.url, s.real_time, list(records), wall, time.process_time() - cpu0,
+                     (_busy_seconds() - busy0) / max(wall, 1e-9))
+
+
+def _busy_seconds() -> float:
+    """CPU seconds every process on the machine has used since boot (all cores)."""
+    t = psutil.cpu_times()
+    return float(t.user + t.system + getattr(t, "nice", 0.0) + getattr(t, "irq", 0.0)
+                 + getattr(t, "softirq", 0.0))
+
+
+async def _tick(live: LiveCounters, progress: Callable[[LiveCounters], None],
+                interval: float) -> None:
+    while True:
+        await asyncio.sleep(interval)
+        progress(live)
+
+
+# ---- capacity search -----------------------------------------------------------------------
+
+def judge(report: LoadReport, target_p99: float) -> tuple[bool, str]:
+    """Did a real-time run hold: nobody failed, nothing lost, finalization p99 under target?"""
+    if report.refused or report.failed:
+        return False, f"{report.failed} failed, {report.refused} refused"
+    if not report.every_segment_came_back:
+        return False, f"segments lost ({report.lost_segments}) or answered twice"
+    p99 = report.finalization.p99
+    if p99 is None:
+        return False, "no results"
+    if p99 > target_p99:
+        return False, f"p99 {p99 * 1e3:.0f} ms over the target"
+    return True, f"p99 {p99 * 1e3:.0f} ms within the target"
+
+
+async def find_capacity(s: LoadSettings, target_p99: float, start: int = 1,
+                        max_sessions: int = 256,
+                        on_probe: Callable[[Probe], None] | None = None,
+                        progress: Callable[[LiveCounters], None] | None = None) -> CapacityReport:
+    """Double from ``start`` until a run fails, then bisect: the largest passing count."""
+    if not s.real_time:
+        raise ValueError("capacity is measured in real-time sessions; do not use --fast")
+    lo, hi = 0, max_sessions + 1
+    n = max(1, min(start, max_sessions))
+    probes: list[Probe] = []
+    while True:
+        report = await run_load(dataclasses.replace(s, sessions=n), progress)
+        ok, why = judge(report, target_p99)
+        probe = Probe(n, ok, why, report)
+        probes.append(probe)
+        if on_probe is not None:
+            on_probe(probe)
+        if ok:
+            lo = n
+        else:
+            hi = n
+        if hi - lo <= 1:
+            break
+        n = min(n * 2, hi - 1) if hi > max_sessions and ok else (lo + hi) // 2
+        if n <= lo:
+            break
+    return CapacityReport(target_p99, lo, probes)
+
+
+# ---- command line --------------------------------------------------------------------------
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="streamer-loadtest",
+        description="Run many concurrent streaming sessions against a gateway and report "
+                    "latency, throughput and whether every segment came back.")
+    p.add_argument("--addr", default="ws://127.0.0.1:8080/api/v1/simple",
+                   help="websocket URL (default %(default)s)")
+    p.add_argument("--endpoint", choices=("simple", "segmented"),
+                   help="use this endpoint on --addr's host instead of --addr's path")
+    p.add_argument("-n", "--sessions", type=int, default=10,
+                   help="concurrent sessions (default %(default)s; the first probe with "
+                        "--find-capacity)")
+    p.add_argument("--ramp-up", type=float, default=1.0,
+                   help="start the sessions evenly over this many seconds (default %(default)s)")
+    pace = p.add_mutually_exclusive_group()
+    pace.add_argument("--real-time", dest="real_time", action="store_true", default=True,
+                      help="pace audio like a live source (the default)")
+    pace.add_argument("--fast", dest="real_time", action="store_false",
+                      help="send audio as fast as the gateway reads it")
+    p.add_argument("-i", "--input", help="PCM WAV file to stream (default: generated audio)")
+    p.add_argument("--seconds", type=float, default=10.0,
+                   help="length of the generated clip (default %(default)s)")
+    p.add_argument("--channels", type=int, default=1, help="generated audio channels")
+    p.add_argument("--sample-rate", type=int, default=16000, help="generated audio rate, Hz")
+    p.add_argument("--sample-format", choices=("s16", "f32"), default="s16",
+                   help="generated audio samples (default %(default)s)")
+    p.add_argument("--chunk-ms", type=float, default=100.0,
+                   help="audio per websocket frame, ms (default %(default)s)")
+    p.add_argument("--duration", type=float,
+                   help="keep every session streaming (clip after clip) for this many seconds")
+    p.add_argument("--streams", type=int, default=1,
+                   help="clips per session without --duration (default %(default)s)")
+    p.add_argument("--interim-results", action="store_true", help="ask for interim results")
+    p.add_argument("--drain-timeout", type=float, default=30.0,
+                   help="seconds to wait for a stream's results after 'stop' (default "
+                        "%(default)s)")
+    p.add_argument("--segment-seconds", type=float, default=0.5,
+                   help="the gateway's session.chunk_seconds, for expected segment counts "
+                        "(default %(default)s)")
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
+                   help="live progress line on stderr (default: when stderr is a terminal)")
+    cap = p.add_argument_group("capacity search")
+    cap.add_argument("--find-capacity", action="store_true",
+                     help="search the largest number of real-time sessions meeting the target")
+    cap.add_argument("--target-p99-ms", type=float, default=1000.0,
+                     help="finalization latency p99 target, ms (default %(default)s)")
+    cap.add_argument("--max-sessions", type=int, default=256,
+                     help="upper bound of the search (default %(default)s)")
+    return p
+
+
+def settings_from_args(args: argparse.Namespace) -> LoadSettings:
+    url = args.addr
+    if args.endpoint:
+        parts = urlsplit(url)
+        url = urlunsplit((parts.scheme, parts.netloc, f"/api/v1/{args.endpoint}", "", ""))
+    if args.input:
+        fmt, audio = read_wav(args.input)
+    else:
+        fmt = AudioFormat(channels=args.channels, sample_rate=args.sample_rate,
+                          bit_depth=32 if args.sample_format == "f32" else 16,
+                          is_float=args.sample_format == "f32")
+        fmt.validate()
+        audio = generate_audio(fmt, args.seconds)
+    if not audio:
+        raise ValueError("the clip has no audio")
+    duration = args.duration
+    if args.find_capacity and duration is None:
+        duration = 20.0
+    return LoadSettings(url=url, fmt=fmt, audio=audio, sessions=args.sessions,
+                        real_time=args.real_time, chunk_seconds=args.chunk_ms / 1000.0,
+                        ramp_up=args.ramp_up, duration=duration, streams=args.streams,
+                        drain_timeout=args.drain_timeout,
+                        interim_results=args.interim_results,
+                        segment_seconds=args.segment_seconds)
+
+
+def _check_args(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    for name in ("sessions", "streams", "channels", "max_sessions"):
+        if getattr(args, name) < 1:
+            p.error(f"--{name.replace('_', '-')} must be at least 1")
+    for name in ("seconds", "chunk_ms", "drain_timeout", "segment_seconds", "target_p99_ms"):
+        if getattr(args, name) <= 0:
+            p.error(f"--{name.replace('_', '-')} must be positive")
+    if args.ramp_up < 0:
+        p.error("--ramp-up must not be negative")
+    if args.duration is not None and args.duration <= 0:
+        p.error("--duration must be positive")
+    if args.find_capacity and not args.real_time:
+        p.error("--find-capacity measures real-time sessions; drop --fast")
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    _check_args(parser, args)
+    try:
+        settings = settings_from_args(args)
+    except (OSError, ValueError) as exc:
+        parser.exit(2, f"streamer-loadtest: {exc}\n")
+    show = sys.stderr.isatty() if args.progress is None else args.progress
+
+    def progress(live: LiveCounters) -> None:
+        print("\r" + live.line(), end="", file=sys.stderr, flush=True)
+
+    def on_probe(probe: Probe) -> None:
+        if show:
+            print(file=sys.stderr)
+        print(f"probe {probe.sessions} sessions: {'pass' if probe.passed else 'FAIL'} "
+              f"({probe.why})", file=sys.stderr, flush=True)
+
+    try:
+        if args.find_capacity:
+            cap = asyncio.run(find_capacity(settings, args.target_p99_ms / 1000.0,
+                                            start=args.sessions, max_sessions=args.max_sessions,
+                                            on_probe=on_probe,
+                                            progress=progress if show else None))
+            print(json.dumps(cap.to_dict(), indent=2) if args.json else format_capacity(cap))
+            sys.exit(0 if cap.capacity > 0 else 1)
+        report = asyncio.run(run_load(settings, progress if show else None))
+    except KeyboardInterrupt:
+        sys.exit(130)
+    if show:
+        print(file=sys.stderr)
+    print(json.dumps(report.to_dict(), indent=2) if args.json else format_report(report))
+    sys.exit(0 if report.passed else 1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,104 @@
+"""Each benchmark runs briefly (``--quick``) and reports sane numbers; the figures themselves
+live in doc/07_performance.md, never in assertions."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+SCRIPTS = ROOT / "scripts"
+
+
+def run_bench(name: str, tmp: Path, *args: str) -> tuple[str, dict[str, Any]]:
+    out = tmp / f"{name}.json"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("STREAMER_")}
+    proc = subprocess.run([sys.executable, str(SCRIPTS / f"bench_{name}.py"), "--quick",
+                           "--json", str(out), *args], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return proc.stdout, json.loads(out.read_text())
+
+
+@pytest.fixture(scope="module")
+def results(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[str, dict[str, Any]]]:
+    """Every benchmark once, shared by the checks below."""
+    tmp = tmp_path_factory.mktemp("bench")
+    return {"decode": run_bench("decode", tmp),
+            "overhead": run_bench("overhead", tmp),
+            "loop_lag": run_bench("loop_lag", tmp),
+            "capacity": run_bench("capacity", tmp, "--pools", "embedded,thread")}
+
+
+def table_lines(stdout: str) -> list[str]:
+    lines = stdout.splitlines()
+    rule = next(i for i, line in enumerate(lines) if set(line) <= {"-", " "} and "-" in line)
+    return lines[rule + 1:]
+
+
+def test_decode_reports_throughput_per_format(results):
+    stdout, r = results["decode"]
+    assert "48 kHz stereo s16" in stdout and "x real time" in stdout
+    assert len(r["formats"]) == 4
+    for f in r["formats"].values():
+        assert f["x_realtime_cpu"] > 1 and f["pieces_x_realtime"] > 1 and f["frames"] > 0
+        assert f["convert_cpu"] > 0 and 0 <= f["resample_cpu"] < f["seconds"]
+
+
+def test_overhead_compares_the_gateway_with_raw_round_trips(results):
+    stdout, r = results["overhead"]
+    assert "raw Pipe round trip (baseline)" in stdout and "1.0x" in stdout
+    assert r["segments"], "no segment sizes measured"
+    for seg in r["segments"].values():
+        for path in ("pipe", "asyncio_socketpair", "gateway"):
+            p = seg[path]
+            assert p["n"] > 0 and 0 < p["p50"] <= p["p99"] < 1.0
+        assert 0 < seg["gateway_cpu_per_segment"] < 0.1
+
+
+def test_loop_lag_measures_the_pools_and_the_baselines(results):
+    stdout, r = results["loop_lag"]
+    pools = [run["pool"] for run in r["runs"]]
+    assert pools == ["embedded", "embedded-nice", "thread", "inline"]
+    assert len(table_lines(stdout)) == 4
+    for run in r["runs"]:
+        assert run["lag"]["n"] > 10 and run["lag"]["p99"] >= run["lag"]["p50"] >= 0
+        assert run["health"]["n"] > 5 and run["health"]["p50"] > 0
+        assert run["results"] > 0 and run["every_segment_came_back"]
+
+
+def test_capacity_searches_and_accounts_for_cpu(results):
+    stdout, r = results["capacity"]
+    assert r["theoretical"] == pytest.approx(r["workers"] / r["cost"])
+    assert "sessions held" in stdout
+    for run in r["runs"]:
+        assert run["capacity"] >= 1 and run["probes"]
+        assert all(p["finalization_p99"] > 0 for p in run["probes"])
+        cpu = run["cpu"]
+        assert cpu["passed"] and cpu["gateway"] > 0 and cpu["load_tester"] > 0
+    embedded = next(run for run in r["runs"] if run["pool"] == "embedded")
+    assert embedded["cpu"]["workers"] > 0
+
+
+def test_the_report_renders_tables_and_a_plot(results, tmp_path):
+    pytest.importorskip("matplotlib")
+    sys.path.insert(0, str(SCRIPTS))
+    try:
+        import bench_report
+    finally:
+        sys.path.remove(str(SCRIPTS))
+    merged: dict[str, Any] = {name: r for name, (_, r) in results.items()}
+    merged["machine"] = merged["decode"]["machine"]
+    merged["when"] = "now"
+    block = bench_report.render(merged, "abc1234")
+    assert block.startswith(bench_report.START) and block.endswith(bench_report.END)
+    assert block.count("| --- |") == 0 and block.count("|---|") >= 5  # 5 markdown tables
+    png = tmp_path / "plot.png"
+    bench_report.plot(merged, png)
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
