@@ -167,8 +167,9 @@ class Session:
                 async with asyncio.timeout(timeout):
                     msg = await self._receiving
             except asyncio.CancelledError:
-                if self._shutting_down:
-                    continue
+                task = asyncio.current_task()
+                if self._shutting_down and task is not None and not task.cancelling():
+                    continue  # shutdown() took the receive back; this task goes on to drain
                 raise
             except TimeoutError:
                 await self._timed_out(waited=timeout)

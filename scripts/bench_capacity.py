@@ -1,8 +1,9 @@
 #!/usr/bin/env python
 """Capacity: real-time sessions sustained with a model costing 0.1 x real time, against cores/cost.
 
-For each pool (``embedded`` worker processes, one per core; ``embedded-nice``, the same with the
-workers reniced to 10; ``thread``, the model in a thread pool inside the gateway, the baseline)
+For each pool (``embedded`` worker processes, one per core, at nice 0; ``embedded-nice``, the same
+at ``pool.worker_nice`` 10, the default; ``thread``, the model in a thread pool inside the gateway,
+the baseline)
 it starts a gateway in this process and runs ``streamer-loadtest --find-capacity`` from a
 separate process: bounded real-time runs, doubling then bisecting the session count, passing when
 no session failed, no segment was lost and the finalization p99 stayed under 1 s. A confirming
@@ -49,11 +50,11 @@ def worker_cpu(pids: list[int]) -> float:
 
 async def measure(kind: str, cost: float, workers: int, duration: float, start: int,
                   max_sessions: int) -> dict[str, Any]:
-    config = make_config(workers, **{"model.constant_factor": cost})
     pool, nice = ("embedded", 10) if kind == "embedded-nice" else (kind, 0)
+    config = make_config(workers, **{"model.constant_factor": cost, "pool.worker_nice": nice})
     common = ["--duration", str(duration), "--seconds", str(duration), "--ramp-up", "1",
               "--drain-timeout", "30"]
-    async with serve(config, pool, worker_nice=nice) as gw:
+    async with serve(config, pool) as gw:
         url = f"{gw.url}/api/v1/simple"
         search = await loadtest(url, "--find-capacity", "--sessions", str(start),
                                 "--max-sessions", str(max_sessions), "--target-p99-ms",

@@ -22,7 +22,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import psutil
 
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
@@ -48,7 +47,7 @@ def make_config(workers: int, **settings: Any) -> Config:
     """Config from dotted settings, ignoring STREAMER_* variables so runs are comparable."""
     overrides: dict[str, Any] = {"pool.workers": workers, "server.heartbeat": 0,
                                  "server.log_level": "ERROR", "model.name": BENCH_MODEL,
-                                 "model.mode": BENCH_MODE}
+                                 "model.mode": BENCH_MODE, "pool.worker_nice": 0}
     overrides.update(settings)
     return load_config(env={}, overrides=overrides)
 
@@ -63,12 +62,8 @@ class Gateway:
 
 
 @contextlib.asynccontextmanager
-async def serve(config: Config, pool_kind: str = "embedded",
-                worker_nice: int = 0) -> AsyncIterator[Gateway]:
-    """A started gateway on 127.0.0.1 (port 0) in this process.
-
-    ``worker_nice`` renices the embedded pool's worker processes once they are up (an experiment:
-    the gateway then wins every wake-up against a busy worker)."""
+async def serve(config: Config, pool_kind: str = "embedded") -> AsyncIterator[Gateway]:
+    """A started gateway on 127.0.0.1 (port 0) in this process."""
     logging.getLogger("gateway").setLevel(logging.ERROR)  # lag warnings are the point here
     # Worker processes learn the bench model by re-importing the main module (a bench script,
     # which imports this one). Run from the repository root: Python 3.11's forkserver resolves
@@ -76,10 +71,6 @@ async def serve(config: Config, pool_kind: str = "embedded",
     app = create_app(config, make_pool(config, pool_kind))
     runner = web.AppRunner(app, access_log=None, handle_signals=False)
     await runner.setup()
-    if worker_nice:
-        for worker in app[POOL].stats().workers:
-            if worker.pid is not None:
-                psutil.Process(worker.pid).nice(worker_nice)
     try:
         site = web.TCPSite(runner, "127.0.0.1", 0)
         await site.start()

@@ -1,9 +1,10 @@
 #!/usr/bin/env python
 """Event-loop lag and health-route latency under full model load, against the two baselines.
 
-For each pool kind (``embedded`` worker processes; ``embedded-nice``, the same with the workers
-reniced to 10 so the gateway wins every wake-up; the baselines ``thread``, the model in a thread
-pool, and ``inline``, the model called on the event loop's thread) it starts a gateway in this
+For each pool kind (``embedded`` worker processes at nice 0; ``embedded-nice``, the same at
+``pool.worker_nice`` 10, the default, so the gateway wins every wake-up; the baselines
+``thread``, the model in a thread pool, and ``inline``, the model called on the event loop's
+thread) it starts a gateway in this
 process, times a 10 ms timer on its loop, and loads it from two separate processes: real-time
 sessions from ``streamer-loadtest`` sized so the model has ``--load`` of the workers' capacity to
 do, and a prober that GETs ``/api/v1/health`` every 50 ms. Same model cost, same sessions, same
@@ -65,9 +66,9 @@ def probe(url: str, seconds: float, interval: float) -> None:
 
 async def measure(kind: str, sessions: int, cost: float, workers: int, duration: float,
                   ramp_up: float) -> dict[str, Any]:
-    config = make_config(workers, **{"model.constant_factor": cost})
     pool, nice = ("embedded", 10) if kind == "embedded-nice" else (kind, 0)
-    async with serve(config, pool, worker_nice=nice) as gw:
+    config = make_config(workers, **{"model.constant_factor": cost, "pool.worker_nice": nice})
+    async with serve(config, pool) as gw:
         base = gw.url
         monitor = LagMonitor()
         monitor.start()

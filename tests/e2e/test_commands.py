@@ -146,3 +146,41 @@ def psutil_children(pid: int) -> list:
     import psutil
 
     return psutil.Process(pid).children(recursive=True)
+
+
+def test_a_second_signal_exits_at_once_without_draining(gateway_process, tmp_path):
+    port, proc = gateway_process("--workers", "1", "--set", "model.delay=5",
+                                 "--set", "model.mode=sleep", "--set", "server.drain_timeout=60")
+    children = psutil_children(proc.pid)
+    wav = tmp_path / "a.wav"
+    write_wav(wav, AudioFormat(1, 16000, 16, False), 1.0)
+    client = subprocess.Popen([str(BIN / "streamer-client"), "-i", str(wav), "--addr",
+                               f"ws://127.0.0.1:{port}/api/v1/simple", "--real-time"],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_for_log(proc, "stream 1 started")
+        proc.send_signal(signal.SIGTERM)
+        wait_for_log(proc, "draining 1 sessions")  # the first signal: a drain of up to 60 s
+        started = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(10) == 1
+        assert time.monotonic() - started < 5
+        import psutil
+
+        _, alive = psutil.wait_procs(children, timeout=10)
+        assert alive == []  # the workers saw their gateway go and left too
+    finally:
+        client.kill()
+        client.communicate()
+
+
+def wait_for_log(proc: subprocess.Popen, words: str, within: float = 20.0) -> None:
+    """Read the gateway's log until a line has ``words`` (bounded by ``within`` seconds)."""
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        line = proc.stderr.readline().decode()
+        if words in line:
+            return
+        if not line and proc.poll() is not None:
+            break
+    raise AssertionError(f"the gateway never logged {words!r}")

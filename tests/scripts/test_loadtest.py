@@ -150,3 +150,39 @@ def test_generated_audio_has_the_asked_length_and_format():
     assert len(generate_audio(fmt, 1.5)) == 2 * 2 * 12000
     f32 = replace(fmt, bit_depth=32, is_float=True)
     assert len(generate_audio(f32, 0.5)) == 2 * 4 * 4000
+
+
+async def test_thirty_seconds_of_chaos_lose_no_segment(gateway):
+    """The issue's acceptance run: 30 s of real-time load while workers panic at random and are
+    SIGKILLed every few seconds; every segment comes back as a result or an explicit error."""
+    import random
+    import signal
+
+    from gateway.state import POOL
+
+    server = await gateway(workers=2, model__panic_rate=0.01, model__delay=0.01,
+                           model__mode="sleep", pool__max_retries=3)
+    pool = server.app[POOL]
+    kills = 0
+
+    async def killer() -> None:
+        nonlocal kills
+        rng = random.Random(7)
+        while True:
+            await asyncio.sleep(3.0)  # chaos at a steady pace, not a synchronisation
+            pids = [w.pid for w in pool.stats().workers if w.pid and w.ready]
+            if pids:
+                os.kill(rng.choice(pids), signal.SIGKILL)
+                kills += 1
+
+    chaos = asyncio.create_task(killer())
+    try:
+        report = await run_load(settings(str(server.make_url(SIMPLE)), seconds=2.0, sessions=6,
+                                         duration=30.0, ramp_up=1.0))
+    finally:
+        chaos.cancel()
+    assert kills >= 8
+    assert report.lost_segments == 0 and report.every_segment_came_back
+    assert report.results + report.errors == report.expected_segments
+    assert report.ok == 6 and report.failed == 0
+    assert pool.stats().restarts >= kills
