@@ -12,6 +12,7 @@ import time
 import urllib.request
 from pathlib import Path
 
+import psutil
 import pytest
 
 from shared.protocol import AudioFormat
@@ -95,8 +96,6 @@ def test_gateway_refuses_bad_configuration_with_a_message(tmp_path):
 
 def test_gateway_stops_on_sigint_and_leaves_no_worker_behind(gateway_process):
     port, proc = gateway_process("--workers", "2")
-    import psutil
-
     children = psutil.Process(proc.pid).children(recursive=True)
     proc.send_signal(signal.SIGINT)
     assert proc.wait(20) == 0
@@ -118,12 +117,8 @@ def test_client_cli_reports_a_missing_file_and_an_unreachable_gateway(tmp_path):
 
 def test_sigterm_mid_stream_delivers_results_then_closes_1001(gateway_process, tmp_path):
     port, proc = gateway_process("--workers", "2", "--set", "server.drain_timeout=5")
-    children = psutil_children(proc.pid)
-    wav = tmp_path / "long.wav"
-    write_wav(wav, AudioFormat(1, 16000, 16, False), 20.0)
-    client = subprocess.Popen([str(BIN / "streamer-client"), "-i", str(wav), "--addr",
-                               f"ws://127.0.0.1:{port}/api/v1/simple", "--real-time"],
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    children = psutil.Process(proc.pid).children(recursive=True)
+    client = stream_in_real_time(port, tmp_path, seconds=20.0)
     first = client.stdout.readline()  # the first result: the stream is under way
     assert json.loads(first)["type"] == "segment"
     started = time.monotonic()
@@ -136,27 +131,24 @@ def test_sigterm_mid_stream_delivers_results_then_closes_1001(gateway_process, t
     assert [s["start_time"] for s in segs] == [0.5 * i for i in range(len(segs))]  # no gap
     assert events[-1]["type"] == "stopped"  # the stream was finished, not dropped
     assert "close code 1001" in err
-    import psutil
-
     _, alive = psutil.wait_procs(children, timeout=10)
     assert alive == []
 
 
-def psutil_children(pid: int) -> list:
-    import psutil
-
-    return psutil.Process(pid).children(recursive=True)
+def stream_in_real_time(port: int, tmp_path: Path, seconds: float) -> subprocess.Popen:
+    """``streamer-client`` streaming a mono WAV of ``seconds`` to /simple, paced like a live
+    source; its events come on stdout as JSON lines."""
+    wav = write_wav(tmp_path / "live.wav", AudioFormat(1, 16000, 16, False), seconds)
+    return subprocess.Popen([str(BIN / "streamer-client"), "-i", str(wav), "--addr",
+                             f"ws://127.0.0.1:{port}/api/v1/simple", "--real-time"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
 def test_a_second_signal_exits_at_once_without_draining(gateway_process, tmp_path):
     port, proc = gateway_process("--workers", "1", "--set", "model.delay=5",
                                  "--set", "model.mode=sleep", "--set", "server.drain_timeout=60")
-    children = psutil_children(proc.pid)
-    wav = tmp_path / "a.wav"
-    write_wav(wav, AudioFormat(1, 16000, 16, False), 1.0)
-    client = subprocess.Popen([str(BIN / "streamer-client"), "-i", str(wav), "--addr",
-                               f"ws://127.0.0.1:{port}/api/v1/simple", "--real-time"],
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    children = psutil.Process(proc.pid).children(recursive=True)
+    client = stream_in_real_time(port, tmp_path, seconds=1.0)
     try:
         wait_for_log(proc, "stream 1 started")
         proc.send_signal(signal.SIGTERM)
@@ -165,8 +157,6 @@ def test_a_second_signal_exits_at_once_without_draining(gateway_process, tmp_pat
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(10) == 1
         assert time.monotonic() - started < 5
-        import psutil
-
         _, alive = psutil.wait_procs(children, timeout=10)
         assert alive == []  # the workers saw their gateway go and left too
     finally:
