@@ -55,7 +55,9 @@ class Decoder:
             x = frames.astype(np.float32)
             x *= np.float32(self._scale)
         else:
-            x = frames.astype(np.float32, copy=False)
+            # float input may hold NaN or infinities, which would poison the resampler's state
+            # and every model after it: silence and full scale instead
+            x = np.nan_to_num(frames.astype(np.float32), nan=0.0, posinf=1.0, neginf=-1.0)
         if self._resampler is not None:
             x = self._resampler.resample_chunk(x)
         self.samples_out += x.shape[0]

@@ -8,6 +8,7 @@ whose message says what was expected and what came.
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -213,7 +214,23 @@ ServerEvent = SegmentEvent | ActivityEvent | ErrorEvent | StoppedEvent
 
 
 def encode_event(event: ServerEvent) -> str:
-    return json.dumps(event.to_dict())
+    """Strict JSON: a model's NaN or infinity becomes null (json.dumps would write ``NaN``,
+    which is not JSON and breaks strict clients)."""
+    d = event.to_dict()
+    try:
+        return json.dumps(d, allow_nan=False)
+    except ValueError:
+        return json.dumps(_finite(d), allow_nan=False)
+
+
+def _finite(value: Any) -> Any:
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(v) for v in value]
+    return value
 
 
 def parse_server_event(text: str) -> ServerEvent:

@@ -86,3 +86,13 @@ def test_any_split_decodes_identically(cuts, fmt):
     whole = decode_all(fmt, [data])
     pieces = decode_all(fmt, chunks)
     np.testing.assert_array_equal(whole, pieces)
+
+
+def test_non_finite_float_samples_do_not_poison_the_stream():
+    fmt = AudioFormat(1, 48000, 32, True)
+    x = np.zeros(4800, "<f4")
+    x[100], x[200], x[300] = np.nan, np.inf, -np.inf
+    dec = Decoder(fmt)
+    out = np.concatenate([dec.feed(x.tobytes()), dec.feed(np.zeros(4800, "<f4").tobytes()),
+                          dec.flush()], axis=1)
+    assert np.isfinite(out).all()

@@ -88,3 +88,10 @@ def test_model_output_cannot_overwrite_event_fields():
     seg = SegmentEvent(0, 0.0, 0.5, {"channel": 9, "type": "x", "count": 3})
     assert json.loads(encode_event(seg))["channel"] == 0
     assert json.loads(encode_event(seg))["type"] == "segment"
+
+
+def test_non_finite_model_output_becomes_null_not_invalid_json():
+    text = encode_event(SegmentEvent(0, 0.0, 0.5, {"pitch": float("nan"),
+                                                   "levels": [1.0, float("inf")]}))
+    assert json.loads(text)["pitch"] is None and json.loads(text)["levels"] == [1.0, None]
+    assert "NaN" not in text and "Infinity" not in text
