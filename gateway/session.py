@@ -33,7 +33,7 @@ from gateway.pool import Pool
 from gateway.reorder import Reorderer
 from gateway.segmenters import Activity, Segment, Segmenter, SegmenterOutput
 from shared.config import Config
-from shared.errors import ProtocolError
+from shared.errors import PoolUnavailable, ProtocolError
 from shared.protocol import (
     ActivityEvent,
     ErrorEvent,
@@ -146,7 +146,11 @@ class Session:
         try:
             await self._read_loop()
         except ProtocolError as exc:
-            await self._fail(exc)
+            self.log.info("protocol error: %s", exc.message)
+            await self._fail(exc.message, exc.close_code)
+        except PoolUnavailable as exc:
+            self.log.error("cannot serve: %s", exc)
+            await self._fail(str(exc), WSCloseCode.TRY_AGAIN_LATER)
         finally:
             self._abandon()
             sender.cancel()
@@ -345,6 +349,9 @@ class Session:
             await self._submit(stream, channel, out)
 
     async def _submit(self, stream: _Stream, channel: int, seg: Segment) -> None:
+        if not self.pool.available:
+            raise PoolUnavailable("no worker can run the model (every worker failed to start); "
+                                  "try again later")
         await self._slots.acquire()
         seq = stream.reorder.reserve(channel)
         key = None
@@ -485,13 +492,14 @@ class Session:
             self._receiving.cancel()
 
     # ---- endings ------------------------------------------------------------------------
-    async def _fail(self, exc: ProtocolError) -> None:
-        self.log.info("protocol error: %s", exc.message)
+    async def _fail(self, message: str, code: int) -> None:
+        """The stream cannot go on: say why in an error event (close reasons are capped at 123
+        bytes), then close with ``code``."""
         if self.ws.closed or self._client_gone:
             return
-        self._emit(ErrorEvent(0, exc.message))
+        self._emit(ErrorEvent(0, message))
         await self._idle.wait()
-        await self.ws.close(code=exc.close_code, message=exc.message.encode()[:120])
+        await self.ws.close(code=code, message=message.encode()[:120])
 
     async def _timed_out(self, waited: float) -> None:
         if self._stream is None:

@@ -53,3 +53,8 @@ class Pool(Protocol):
 
     @property
     def stateful(self) -> bool: ...
+
+    @property
+    def available(self) -> bool:
+        """False when no worker can ever take work again (not merely: none is ready now)."""
+        ...

@@ -35,6 +35,10 @@ class InlinePool:
     def stateful(self) -> bool:
         return self._stateful
 
+    @property
+    def available(self) -> bool:
+        return True
+
     async def start(self) -> None:
         self._runner.model.warmup()
 

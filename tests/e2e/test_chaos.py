@@ -149,3 +149,41 @@ async def test_a_stateful_stream_whose_worker_dies_is_told_and_goes_on_with_fres
     assert restart >= 4
     # in stream order: right before the first result with fresh state
     assert report.events.index(lost[0]) + 1 == report.events.index(segs[restart])
+
+
+async def test_workers_that_never_finish_booting_make_the_gateway_say_try_again_later(gateway):
+    """Every respawned worker dies while warming up: the slot gives up after
+    pool.max_boot_failures; a session already open gets an error event and close 1013, new
+    ones are refused with 503, and the gateway itself stays up."""
+    import aiohttp
+
+    from shared.client import StreamerClient
+
+    server = await gateway(workers=1, model__delay=0.1, model__warmup_penalty=20.0,
+                           model__mode="sleep", pool__max_boot_failures=2,
+                           pool__restart_backoff=0.05)  # warm-up takes ~2 s
+    client = await StreamerClient.connect(str(server.make_url(SIMPLE)))
+    await client.start(FMT)
+    slot = server.app[POOL].embedded.slots[0]
+    first = slot.process.pid
+    killed: set[int] = set()
+
+    def kill_whatever_runs() -> bool:
+        proc = slot.process
+        if proc is not None and proc.pid not in killed and proc.exitcode is None:
+            killed.add(proc.pid)
+            os.kill(proc.pid, signal.SIGKILL)
+        return not server.app[POOL].available
+
+    await wait_until(kill_whatever_runs, within=30, what="the slot to give up")
+    assert first in killed and len(killed) >= 3  # the ready worker, then two failed boots
+    await client.send_audio(make_pcm(FMT, 1.0))
+    events = [e async for e in client.events()]
+    await client.close()
+    assert client.close_code == 1013
+    assert "no worker can run the model" in events[-1].message
+    async with aiohttp.ClientSession() as http:
+        async with http.get(server.make_url(SIMPLE)) as r:
+            assert r.status == 503 and (await r.json())["reason"] == "not_ready"
+        async with http.get(server.make_url("/api/v1/health")) as r:
+            assert r.status == 503 and (await r.json())["ready"] is False
