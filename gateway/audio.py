@@ -75,7 +75,3 @@ class Decoder:
             np.zeros((0, self.fmt.channels), dtype=np.float32), last=True)
         self.samples_out += tail.shape[0]
         return tail.T
-
-    @property
-    def seconds_in(self) -> float:
-        return self.frames_in / self.fmt.sample_rate

@@ -44,8 +44,6 @@ class _Pending:
 class _Worker:
     send: Callable[[bytes], None]
     inflight: set[int] = field(default_factory=set)
-    done: int = 0
-    busy_time: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,10 +101,6 @@ class Dispatcher:
         self._queue.extendleft(reversed(retry))
         self._pump()
 
-    @property
-    def worker_ids(self) -> list[int]:
-        return list(self._workers)
-
     # ---- requests -----------------------------------------------------------------------
     def submit(self, request: InferenceRequest) -> asyncio.Future[InferenceResult]:
         rid = request.request_id
@@ -128,8 +122,6 @@ class Dispatcher:
                       rid, wid)
             return
         worker.inflight.discard(rid)
-        worker.done += 1
-        worker.busy_time += result.inference_time
         if rid in self._pending:
             self._resolve(rid, result)
         else:

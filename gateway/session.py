@@ -133,6 +133,13 @@ class Session:
         self._shutting_down = False
         self._receiving: asyncio.Future[Any] | None = None
         self._text_times: deque[float] = deque()
+        # per-frame metrics, their label lookups done once
+        stage = "vad" if endpoint.endswith("segmented") else "segment"
+        self._media_seconds = metrics.media_seconds.labels(endpoint)
+        self._decode_rtf = metrics.rtf.labels("decode")
+        self._decode_seconds = metrics.processing_seconds.labels("decode")
+        self._segment_rtf = metrics.rtf.labels(stage)
+        self._segment_seconds = metrics.processing_seconds.labels(stage)
         self.closed = asyncio.Event()
 
     @property
@@ -264,9 +271,9 @@ class Session:
 
     def _observe_decode(self, seconds: float, spent: float) -> None:
         if seconds > 0:
-            self.metrics.media_seconds.labels(self.endpoint).inc(seconds)
-            self.metrics.rtf.labels("decode").observe(spent / seconds)
-        self.metrics.processing_seconds.labels("decode").inc(spent)
+            self._media_seconds.inc(seconds)
+            self._decode_rtf.observe(spent / seconds)
+        self._decode_seconds.inc(spent)
 
     # ---- streams ------------------------------------------------------------------------
     def _open_stream(self, start: StartRequest) -> None:
@@ -319,10 +326,7 @@ class Session:
         except TimeoutError:
             self.log.warning("results still pending after %.1f s drain; closing", drain_timeout)
         self.metrics.drain.labels(self.endpoint).observe(time.monotonic() - stopped_at)
-        for key in stream.stateful_keys:
-            self.pool.end_stream(key)
-        stream.span.set_attribute("audio.seconds", duration)
-        stream.span.end()
+        self._end_stream(stream, "audio.seconds", duration)
         self.log.info("stream %d finished, %.2f s of audio", stream.number, duration)
 
     async def _push(self, stream: _Stream, audio: Any) -> None:
@@ -331,15 +335,11 @@ class Session:
             t0 = time.perf_counter()
             outs = segmenter.push(audio[channel])
             spent = time.perf_counter() - t0
-            self.metrics.processing_seconds.labels(self._segment_stage).inc(spent)
+            self._segment_seconds.inc(spent)
             if seconds > 0:
-                self.metrics.rtf.labels(self._segment_stage).observe(spent / seconds)
+                self._segment_rtf.observe(spent / seconds)
             for out in outs:
                 await self._plan(stream, channel, out)
-
-    @property
-    def _segment_stage(self) -> str:
-        return "vad" if self.endpoint.endswith("segmented") else "segment"
 
     async def _plan(self, stream: _Stream, channel: int, out: SegmenterOutput) -> None:
         if isinstance(out, Activity):
@@ -518,10 +518,14 @@ class Session:
                 fut.cancel()
         stream, self._stream = self._stream, None
         if stream is not None:
-            for key in stream.stateful_keys:
-                self.pool.end_stream(key)
-            stream.span.set_attribute("session.abandoned", True)
-            stream.span.end()
+            self._end_stream(stream, "session.abandoned", True)
+
+    def _end_stream(self, stream: _Stream, attribute: str, value: float | bool) -> None:
+        """A stream is over: workers drop its model state, its span ends."""
+        for key in stream.stateful_keys:
+            self.pool.end_stream(key)
+        stream.span.set_attribute(attribute, value)
+        stream.span.end()
 
     async def shutdown(self) -> None:
         """Server shutdown: deliver what the stream already sent, then close 1001."""

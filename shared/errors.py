@@ -36,9 +36,5 @@ class ModelError(StreamerError):
     """The model failed on one segment; the worker lives on and reports it."""
 
 
-class WorkerCrashed(StreamerError):
-    """The worker holding a request died before answering."""
-
-
 class PoolUnavailable(StreamerError):
     """No worker can take work (none started, or all keep failing to boot)."""
