@@ -13,11 +13,11 @@ from typing import Any
 
 from aiohttp import web
 
-from gateway.vad import VadSettings
-from shared.config import Config, describe_settings, load_config, parse_assignment
-from shared.errors import ConfigError, PoolUnavailable
-from shared.logs import setup_logging
-from shared.tracing import shutdown_tracing
+from streamer.config import Config, describe_settings, load_config, parse_assignment
+from streamer.errors import ConfigError, PoolUnavailable
+from streamer.gateway.vad import VadSettings
+from streamer.logs import setup_logging
+from streamer.tracing import shutdown_tracing
 
 log = logging.getLogger("streamer.gateway")
 
@@ -70,7 +70,9 @@ def main(argv: list[str] | None = None) -> None:
         print(f"streamer-gateway: configuration error: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
     setup_logging(config.server.log_level, process="gateway")
-    from gateway.app import create_app  # after logging, so import-time messages are formatted
+    from streamer.gateway.app import (
+        create_app,  # after logging, so import-time messages are formatted
+    )
 
     try:
         app = create_app(config)

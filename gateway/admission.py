@@ -11,8 +11,8 @@ from dataclasses import dataclass
 
 import psutil
 
-from gateway.pool.base import PoolStats
-from shared.config import ServerConfig
+from streamer.config import ServerConfig
+from streamer.gateway.pool.base import PoolStats
 
 
 @dataclass(frozen=True, slots=True)

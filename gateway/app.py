@@ -8,15 +8,15 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
-from gateway.admission import Admission
-from gateway.looplag import LoopLagMonitor
-from gateway.metrics import Metrics
-from gateway.pool import Pool, make_pool
-from gateway.routes import add_routes
-from gateway.session import Session
-from gateway.state import ADMISSION, CONFIG, LOOP_LAG, METRICS, POOL, SESSIONS
-from shared.config import Config
-from shared.tracing import setup_tracing
+from streamer.config import Config
+from streamer.gateway.admission import Admission
+from streamer.gateway.looplag import LoopLagMonitor
+from streamer.gateway.metrics import Metrics
+from streamer.gateway.pool import Pool, make_pool
+from streamer.gateway.routes import add_routes
+from streamer.gateway.session import Session
+from streamer.gateway.state import ADMISSION, CONFIG, LOOP_LAG, METRICS, POOL, SESSIONS
+from streamer.tracing import setup_tracing
 
 log = logging.getLogger(__name__)
 

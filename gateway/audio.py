@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import soxr
 
-from shared.protocol import AudioFormat
+from streamer.protocol import AudioFormat
 
 MODEL_RATE = 16_000
 _SCALE = {"<i2": 1.0 / 32768.0, "<i4": 1.0 / 2147483648.0}

@@ -21,7 +21,7 @@ from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
-from shared.wire import EndSession, InferenceRequest, InferenceResult
+from streamer.wire import EndSession, InferenceRequest, InferenceResult
 
 log = logging.getLogger(__name__)
 

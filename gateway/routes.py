@@ -5,14 +5,14 @@ from __future__ import annotations
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from gateway.audio import MODEL_RATE
-from gateway.segmenters import FixedSegmenter, Segmenter
-from gateway.session import SegmenterFactory, Session
-from gateway.state import ADMISSION, CONFIG, LOOP_LAG, METRICS, POOL, SESSIONS
-from gateway.vad import VadSegmenter, VadSettings
-from shared.config import Config
-from shared.errors import ProtocolError
-from shared.protocol import StartRequest
+from streamer.config import Config
+from streamer.errors import ProtocolError
+from streamer.gateway.audio import MODEL_RATE
+from streamer.gateway.segmenters import FixedSegmenter, Segmenter
+from streamer.gateway.session import SegmenterFactory, Session
+from streamer.gateway.state import ADMISSION, CONFIG, LOOP_LAG, METRICS, POOL, SESSIONS
+from streamer.gateway.vad import VadSegmenter, VadSettings
+from streamer.protocol import StartRequest
 
 # aiohttp itself drops frames over this multiple of server.max_msg_size (a bare 1009 close);
 # frames between the two get an error event that says what the limit is first.

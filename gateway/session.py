@@ -26,15 +26,15 @@ from aiohttp import WSCloseCode, WSMsgType, web
 from opentelemetry import context as otel_context
 from opentelemetry import trace
 
-from gateway.audio import MODEL_RATE, Decoder
-from gateway.dispatch import new_request_id
-from gateway.metrics import Metrics
-from gateway.pool import Pool
-from gateway.reorder import Reorderer
-from gateway.segmenters import Activity, Segment, Segmenter, SegmenterOutput
-from shared.config import Config
-from shared.errors import PoolUnavailable, ProtocolError
-from shared.protocol import (
+from streamer.config import Config
+from streamer.errors import PoolUnavailable, ProtocolError
+from streamer.gateway.audio import MODEL_RATE, Decoder
+from streamer.gateway.dispatch import new_request_id
+from streamer.gateway.metrics import Metrics
+from streamer.gateway.pool import Pool
+from streamer.gateway.reorder import Reorderer
+from streamer.gateway.segmenters import Activity, Segment, Segmenter, SegmenterOutput
+from streamer.protocol import (
     ActivityEvent,
     ErrorEvent,
     SegmentEvent,
@@ -45,8 +45,8 @@ from shared.protocol import (
     encode_event,
     parse_client_message,
 )
-from shared.tracing import context_from_traceparent, inject, trace_id_hex
-from shared.wire import InferenceRequest, InferenceResult
+from streamer.tracing import context_from_traceparent, inject, trace_id_hex
+from streamer.wire import InferenceRequest, InferenceResult
 
 log = logging.getLogger(__name__)
 tracer = trace.get_tracer("streamer.gateway")

@@ -6,14 +6,14 @@ from typing import TYPE_CHECKING
 
 from aiohttp import web
 
-from shared.config import Config
+from streamer.config import Config
 
 if TYPE_CHECKING:
-    from gateway.admission import Admission
-    from gateway.looplag import LoopLagMonitor
-    from gateway.metrics import Metrics
-    from gateway.pool import Pool
-    from gateway.session import Session
+    from streamer.gateway.admission import Admission
+    from streamer.gateway.looplag import LoopLagMonitor
+    from streamer.gateway.metrics import Metrics
+    from streamer.gateway.pool import Pool
+    from streamer.gateway.session import Session
 
 CONFIG = web.AppKey("config", Config)
 POOL: web.AppKey[Pool] = web.AppKey("pool")

@@ -24,11 +24,11 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from gateway.audio import MODEL_RATE
-from gateway.segmenters import Activity, Segment, SegmenterOutput
-from shared.config import build_section, setting
-from shared.errors import ConfigError
-from shared.protocol import invalid, json_kind
+from streamer.config import build_section, setting
+from streamer.errors import ConfigError
+from streamer.gateway.audio import MODEL_RATE
+from streamer.gateway.segmenters import Activity, Segment, SegmenterOutput
+from streamer.protocol import invalid, json_kind
 
 FRAME_SAMPLES = 320  # 20 ms at 16 kHz
 SILENCE_DB = -120.0  # what digital silence measures (energies are clamped here, never -inf)
@@ -219,7 +219,7 @@ class _Timeline:
 
 
 class VadSegmenter:
-    """The :class:`~gateway.segmenters.Segmenter` of ``/api/v1/segmented``, for one channel.
+    """The ``Segmenter`` of ``/api/v1/segmented``, for one channel.
 
     Per speech segment it returns, in order: ``Activity("active", onset)`` (the onset includes the
     pre-roll), then with ``interim`` true a ``Segment(onset, audio so far, is_final=False)`` each

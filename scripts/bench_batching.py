@@ -41,10 +41,10 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from gateway.dispatch import new_request_id  # noqa: E402
-from gateway.pool.supervisor import WorkerPool  # noqa: E402
-from shared.config import Config, load_config  # noqa: E402
-from shared.wire import InferenceRequest  # noqa: E402
+from streamer.config import Config, load_config  # noqa: E402
+from streamer.gateway.dispatch import new_request_id  # noqa: E402
+from streamer.gateway.pool.supervisor import WorkerPool  # noqa: E402
+from streamer.wire import InferenceRequest  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_common import echo_replies  # noqa: E402

@@ -29,11 +29,11 @@ if str(ROOT) not in sys.path:
 
 from aiohttp import web  # noqa: E402
 
-from gateway.app import create_app  # noqa: E402
-from gateway.looplag import LoopLagMonitor  # noqa: E402
-from gateway.pool import make_pool  # noqa: E402
-from gateway.state import POOL  # noqa: E402
-from shared.config import Config, load_config  # noqa: E402
+from streamer.config import Config, load_config  # noqa: E402
+from streamer.gateway.app import create_app  # noqa: E402
+from streamer.gateway.looplag import LoopLagMonitor  # noqa: E402
+from streamer.gateway.pool import make_pool  # noqa: E402
+from streamer.gateway.state import POOL  # noqa: E402
 
 # The model every load benchmark runs: the counter paying its cost in CPU time (``mode="cpu"``).
 # With a wall-clock spin, a preempted worker or a thread waiting for the GIL still finishes "on
@@ -64,7 +64,7 @@ class Gateway:
 @contextlib.asynccontextmanager
 async def serve(config: Config, pool_kind: str = "embedded") -> AsyncIterator[Gateway]:
     """A started gateway on 127.0.0.1 (port 0) in this process."""
-    logging.getLogger("gateway").setLevel(logging.ERROR)  # lag warnings are the point here
+    logging.getLogger("streamer.gateway").setLevel(logging.ERROR)  # lag warnings are the point here
     # Worker processes learn the bench model by re-importing the main module (a bench script,
     # which imports this one). Run from the repository root: Python 3.11's forkserver resolves
     # its preloaded modules from its working directory, not from this process's sys.path.
@@ -133,7 +133,7 @@ async def run_python(*args: str, limit: float) -> str:
 
 async def loadtest(url: str, *args: str, limit: float) -> dict[str, Any]:
     """``streamer-loadtest --json`` in a separate process; its parsed report."""
-    out = await run_python("-m", "shared.loadtest", "--addr", url, "--json", "--no-progress",
+    out = await run_python("-m", "streamer.loadtest", "--addr", url, "--json", "--no-progress",
                            *args, limit=limit)
     result: dict[str, Any] = json.loads(out)
     return result

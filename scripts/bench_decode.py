@@ -20,8 +20,8 @@ import numpy as np
 import soxr
 from bench_common import machine, markdown_table, table, write_json
 
-from gateway.audio import MODEL_RATE, Decoder
-from shared.protocol import AudioFormat
+from streamer.gateway.audio import MODEL_RATE, Decoder
+from streamer.protocol import AudioFormat
 
 TARGET_X = 1000.0  # DESIGN.md section 8: 48 kHz stereo s16 -> 16 kHz over 1000x real time
 FORMATS = {

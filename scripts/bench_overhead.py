@@ -43,12 +43,12 @@ from bench_common import (
     write_json,
 )
 
-from gateway.dispatch import new_request_id
-from gateway.pool import Pool, make_pool
-from gateway.pool.link import read_frame
-from gateway.reorder import Reorderer
-from shared.protocol import SegmentEvent, encode_event
-from shared.wire import InferenceRequest, InferenceResult, frame
+from streamer.gateway.dispatch import new_request_id
+from streamer.gateway.pool import Pool, make_pool
+from streamer.gateway.pool.link import read_frame
+from streamer.gateway.reorder import Reorderer
+from streamer.protocol import SegmentEvent, encode_event
+from streamer.wire import InferenceRequest, InferenceResult, frame
 
 TARGET_P50 = 0.5e-3   # DESIGN.md section 8: p50 under 0.5 ms ...
 TARGET_RATIO = 3.0    # ... and within 3x of a raw pipe round trip

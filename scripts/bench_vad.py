@@ -17,7 +17,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from gateway.vad import FRAME_SAMPLES, EnergyVad, VadSegmenter, VadSettings  # noqa: E402
+from streamer.gateway.vad import FRAME_SAMPLES, EnergyVad, VadSegmenter, VadSettings  # noqa: E402
 
 RATE = 16_000
 SECONDS = 60.0

@@ -1,1 +1,7 @@
-"""What the gateway, the workers and clients share: protocol, wire envelope, config, client."""
+"""streamer: live audio over websockets, models in worker processes, results streamed back.
+
+The package is the client library (``streamer.client``) plus, with the ``server`` extra, the
+gateway (``streamer.gateway``) and the workers (``streamer.workers``).
+"""
+
+__version__ = "0.2.0"

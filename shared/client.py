@@ -27,7 +27,7 @@ from typing import Any
 import aiohttp
 import numpy as np
 
-from shared.protocol import (
+from streamer.protocol import (
     AudioFormat,
     ErrorEvent,
     SegmentEvent,
@@ -37,7 +37,7 @@ from shared.protocol import (
     StopRequest,
     parse_server_event,
 )
-from shared.tracing import current_traceparent
+from streamer.tracing import current_traceparent
 
 
 class StreamerClient:

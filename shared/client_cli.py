@@ -11,9 +11,9 @@ from collections.abc import Callable
 import aiohttp
 from opentelemetry import trace
 
-from shared.client import StreamReport, read_wav, stream_audio
-from shared.protocol import AudioFormat, ErrorEvent, SegmentEvent, ServerEvent
-from shared.tracing import context_from_traceparent, setup_tracing, shutdown_tracing
+from streamer.client import StreamReport, read_wav, stream_audio
+from streamer.protocol import AudioFormat, ErrorEvent, SegmentEvent, ServerEvent
+from streamer.tracing import context_from_traceparent, setup_tracing, shutdown_tracing
 
 
 def build_parser() -> argparse.ArgumentParser:

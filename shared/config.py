@@ -20,8 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from shared.errors import ConfigError
-from shared.logs import LEVELS as LOG_LEVELS
+from streamer.errors import ConfigError
+from streamer.logs import LEVELS as LOG_LEVELS
 
 
 def setting(default: Any, lo: float | None = None, hi: float | None = None, doc: str = "") -> Any:

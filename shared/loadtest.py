@@ -33,8 +33,8 @@ import aiohttp
 import numpy as np
 import psutil
 
-from shared.client import StreamerClient, pcm_bytes, read_wav
-from shared.loadtest_report import (
+from streamer.client import StreamerClient, pcm_bytes, read_wav
+from streamer.loadtest_report import (
     CapacityReport,
     LoadReport,
     Percentiles,
@@ -47,7 +47,7 @@ from shared.loadtest_report import (
     ms,
     summarize,
 )
-from shared.protocol import AudioFormat, ErrorEvent, SegmentEvent, StoppedEvent
+from streamer.protocol import AudioFormat, ErrorEvent, SegmentEvent, StoppedEvent
 
 TRY_AGAIN_LATER = 1013
 

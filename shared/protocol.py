@@ -14,7 +14,7 @@ from typing import Any
 
 from aiohttp import WSCloseCode
 
-from shared.errors import ProtocolError
+from streamer.errors import ProtocolError
 
 MAX_CHANNELS = 8
 MIN_SAMPLE_RATE = 1_000

@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
+from typing import TYPE_CHECKING
 
 from opentelemetry import context, trace
-from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+if TYPE_CHECKING:  # the SDK is a server dependency; clients only need the API
+    from opentelemetry.sdk.trace import TracerProvider
 
 _propagator = TraceContextTextMapPropagator()
 _provider: TracerProvider | None = None
@@ -36,6 +38,9 @@ def setup_tracing(service_name: str) -> TracerProvider:
     global _provider
     if _provider is not None:
         return _provider
+    from opentelemetry.sdk.resources import Resource
+    from opentelemetry.sdk.trace import TracerProvider
+
     resource = Resource.create({"service.name": os.environ.get("OTEL_SERVICE_NAME",
                                                                service_name)})
     provider = TracerProvider(resource=resource)
@@ -58,7 +63,11 @@ def _make_exporter():  # type: ignore[no-untyped-def]
     protocol = (os.environ.get("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL")
                 or os.environ.get("OTEL_EXPORTER_OTLP_PROTOCOL") or "http/protobuf")
     if protocol == "grpc":
-        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+        try:
+            from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+        except ImportError as exc:  # not in the server extra: grpc is heavy and rarely needed
+            raise RuntimeError("OTLP over grpc needs the opentelemetry-exporter-otlp-proto-grpc "
+                               "package; install it or use http/protobuf") from exc
     else:
         from opentelemetry.exporter.otlp.proto.http.trace_exporter import (  # type: ignore[assignment]
             OTLPSpanExporter,

@@ -19,7 +19,7 @@ from typing import Any, ClassVar
 import msgpack
 import numpy as np
 
-from shared.errors import WireError
+from streamer.errors import WireError
 
 SCHEMA_VERSION = 1
 HEADER = struct.Struct("!i")

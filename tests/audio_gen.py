@@ -7,8 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
-from shared.client import pcm_bytes
-from shared.protocol import AudioFormat
+from streamer.client import pcm_bytes
+from streamer.protocol import AudioFormat
 
 
 def make_pcm(fmt: AudioFormat, seconds: float, seed: int = 0) -> bytes:

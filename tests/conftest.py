@@ -10,9 +10,9 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestServer
 
-from gateway.app import create_app
-from gateway.pool import Pool, make_pool
-from shared.config import Config, load_config
+from streamer.config import Config, load_config
+from streamer.gateway.app import create_app
+from streamer.gateway.pool import Pool, make_pool
 
 GatewayFactory = Callable[..., Awaitable[TestServer]]
 

@@ -21,9 +21,15 @@ from multiprocessing.connection import wait
 from multiprocessing.process import BaseProcess
 from types import FrameType
 
-from shared.errors import ConfigError
-from shared.logs import LEVELS, setup_logging
-from workers.attach import REFUSED_EXIT_CODE, Address, describe, parse_address, run_attached
+from streamer.errors import ConfigError
+from streamer.logs import LEVELS, setup_logging
+from streamer.workers.attach import (
+    REFUSED_EXIT_CODE,
+    Address,
+    describe,
+    parse_address,
+    run_attached,
+)
 
 log = logging.getLogger("streamer.worker")
 

@@ -20,10 +20,10 @@ import time
 from multiprocessing import AuthenticationError
 from multiprocessing.connection import Connection, answer_challenge, deliver_challenge
 
-from shared.errors import ConfigError
-from shared.logs import setup_logging
-from shared.tracing import shutdown_tracing
-from workers.loop import Counter, serve, start_tracing
+from streamer.errors import ConfigError
+from streamer.logs import setup_logging
+from streamer.tracing import shutdown_tracing
+from streamer.workers.loop import Counter, serve, start_tracing
 
 log = logging.getLogger("streamer.worker")
 

@@ -21,10 +21,10 @@ import time
 from multiprocessing.connection import Connection
 from typing import Protocol
 
-from shared.errors import WireError
-from shared.logs import setup_logging
-from shared.tracing import exporter_configured, setup_tracing, shutdown_tracing
-from shared.wire import (
+from streamer.errors import WireError
+from streamer.logs import setup_logging
+from streamer.tracing import exporter_configured, setup_tracing, shutdown_tracing
+from streamer.wire import (
     EndSession,
     Heartbeat,
     InferenceRequest,
@@ -34,8 +34,8 @@ from shared.wire import (
     WorkerReady,
     from_wire,
 )
-from workers.models import make_model
-from workers.runner import Runner
+from streamer.workers.models import make_model
+from streamer.workers.runner import Runner
 
 log = logging.getLogger("streamer.worker")
 

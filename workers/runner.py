@@ -12,10 +12,10 @@ from typing import Any
 
 from opentelemetry import trace
 
-from shared.errors import ModelError, WireError
-from shared.tracing import context_from_carrier
-from shared.wire import EndSession, InferenceRequest, InferenceResult, from_wire
-from workers.models.base import Model, SegmentInfo
+from streamer.errors import ModelError, WireError
+from streamer.tracing import context_from_carrier
+from streamer.wire import EndSession, InferenceRequest, InferenceResult, from_wire
+from streamer.workers.models.base import Model, SegmentInfo
 
 log = logging.getLogger(__name__)
 tracer = trace.get_tracer("streamer.worker")

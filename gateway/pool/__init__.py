@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import os
 
-from gateway.pool.base import Pool, PoolStats, WorkerInfo
-from shared.config import Config
+from streamer.config import Config
+from streamer.gateway.pool.base import Pool, PoolStats, WorkerInfo
 
 AUTHKEY_ENV = "STREAMER_AUTHKEY"
 
@@ -15,13 +15,13 @@ def make_pool(config: Config, kind: str = "embedded", authkey: bytes | None = No
     plus attached workers at ``pool.worker_address`` if set (authkey from ``STREAMER_AUTHKEY``
     unless given); ``inline``/``thread``: the model in the gateway process, for baselines."""
     if kind == "embedded":
-        from gateway.pool.supervisor import WorkerPool
+        from streamer.gateway.pool.supervisor import WorkerPool
 
         if authkey is None and os.environ.get(AUTHKEY_ENV):
             authkey = os.environ[AUTHKEY_ENV].encode()
         return WorkerPool(config, authkey)
     if kind in ("inline", "thread"):
-        from gateway.pool.inline import InlinePool
+        from streamer.gateway.pool.inline import InlinePool
 
         return InlinePool(config, mode=kind)
     raise ValueError(f"unknown pool kind {kind!r} (embedded, inline, thread)")

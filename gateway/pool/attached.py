@@ -24,12 +24,12 @@ from concurrent.futures import ThreadPoolExecutor
 from multiprocessing import AuthenticationError
 from typing import TYPE_CHECKING
 
-from gateway.pool.link import WorkerLink
-from shared.errors import PoolUnavailable, WireError
-from workers.attach import authenticate, describe, parse_address, tune
+from streamer.errors import PoolUnavailable, WireError
+from streamer.gateway.pool.link import WorkerLink
+from streamer.workers.attach import authenticate, describe, parse_address, tune
 
 if TYPE_CHECKING:
-    from gateway.pool.supervisor import WorkerPool
+    from streamer.gateway.pool.supervisor import WorkerPool
 
 log = logging.getLogger(__name__)
 

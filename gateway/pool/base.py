@@ -6,7 +6,7 @@ import asyncio
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from shared.wire import InferenceRequest, InferenceResult
+from streamer.wire import InferenceRequest, InferenceResult
 
 
 @dataclass(frozen=True, slots=True)

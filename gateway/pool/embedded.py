@@ -21,12 +21,12 @@ from dataclasses import dataclass
 from multiprocessing.process import BaseProcess
 from typing import TYPE_CHECKING
 
-from gateway.pool.link import WorkerLink, read_frame  # noqa: F401  (read_frame: old home)
-from shared.errors import PoolUnavailable, WireError
-from workers.loop import run_worker
+from streamer.errors import PoolUnavailable, WireError
+from streamer.gateway.pool.link import WorkerLink, read_frame  # noqa: F401  (read_frame: old home)
+from streamer.workers.loop import run_worker
 
 if TYPE_CHECKING:
-    from gateway.pool.supervisor import WorkerPool
+    from streamer.gateway.pool.supervisor import WorkerPool
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +56,7 @@ class EmbeddedWorkers:
         self.config = pool.config
         self.slots = [_Slot(i) for i in range(self.config.pool.workers)]
         self._ctx = multiprocessing.get_context("forkserver")
-        self._ctx.set_forkserver_preload(["workers.loop"])
+        self._ctx.set_forkserver_preload(["streamer.workers.loop"])
 
     @property
     def available(self) -> bool:

@@ -11,11 +11,11 @@ import asyncio
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-from gateway.pool.base import PoolStats
-from shared.config import Config
-from shared.wire import EndSession, InferenceRequest, InferenceResult
-from workers.models import make_model, model_class
-from workers.runner import Runner
+from streamer.config import Config
+from streamer.gateway.pool.base import PoolStats
+from streamer.wire import EndSession, InferenceRequest, InferenceResult
+from streamer.workers.models import make_model, model_class
+from streamer.workers.runner import Runner
 
 
 class InlinePool:

@@ -13,8 +13,8 @@ import logging
 import time
 from collections.abc import Callable
 
-from shared.errors import WireError
-from shared.wire import (
+from streamer.errors import WireError
+from streamer.wire import (
     HEADER,
     Heartbeat,
     InferenceResult,

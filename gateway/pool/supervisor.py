@@ -18,16 +18,16 @@ import logging
 import socket
 import time
 
-from gateway.dispatch import Dispatcher
-from gateway.pool.attached import AttachedWorkers
-from gateway.pool.base import PoolStats, WorkerInfo
-from gateway.pool.embedded import EmbeddedWorkers
-from gateway.pool.link import WorkerLink
-from shared.config import Config
-from shared.errors import ConfigError
-from shared.wire import Heartbeat, InferenceRequest, InferenceResult, WorkerConfig
-from workers.models import model_class
-from workers.models.base import parse_params
+from streamer.config import Config
+from streamer.errors import ConfigError
+from streamer.gateway.dispatch import Dispatcher
+from streamer.gateway.pool.attached import AttachedWorkers
+from streamer.gateway.pool.base import PoolStats, WorkerInfo
+from streamer.gateway.pool.embedded import EmbeddedWorkers
+from streamer.gateway.pool.link import WorkerLink
+from streamer.wire import Heartbeat, InferenceRequest, InferenceResult, WorkerConfig
+from streamer.workers.models import model_class
+from streamer.workers.models.base import parse_params
 
 log = logging.getLogger(__name__)
 

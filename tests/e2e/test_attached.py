@@ -16,9 +16,9 @@ import aiohttp
 import psutil
 import pytest
 
-from gateway.state import POOL
-from shared.client import stream_audio
-from shared.protocol import AudioFormat, ErrorEvent
+from streamer.client import stream_audio
+from streamer.gateway.state import POOL
+from streamer.protocol import AudioFormat, ErrorEvent
 from tests.audio_gen import make_pcm
 from tests.conftest import wait_until
 from tests.e2e.test_simple import SIMPLE, check_channel

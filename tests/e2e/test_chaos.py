@@ -10,9 +10,9 @@ import random
 import signal
 from collections.abc import Callable
 
-from gateway.state import POOL
-from shared.client import stream_audio
-from shared.protocol import AudioFormat, ErrorEvent, SegmentEvent, ServerEvent
+from streamer.client import stream_audio
+from streamer.gateway.state import POOL
+from streamer.protocol import AudioFormat, ErrorEvent, SegmentEvent, ServerEvent
 from tests.audio_gen import make_pcm
 from tests.conftest import wait_until
 from tests.e2e.test_attached import WorkerProcess, worker_processes  # noqa: F401  (fixture)
@@ -157,7 +157,7 @@ async def test_workers_that_never_finish_booting_make_the_gateway_say_try_again_
     ones are refused with 503, and the gateway itself stays up."""
     import aiohttp
 
-    from shared.client import StreamerClient
+    from streamer.client import StreamerClient
 
     server = await gateway(workers=1, model__delay=0.1, model__warmup_penalty=20.0,
                            model__mode="sleep", pool__max_boot_failures=2,

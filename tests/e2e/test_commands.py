@@ -15,7 +15,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from shared.protocol import AudioFormat
+from streamer.protocol import AudioFormat
 from tests.audio_gen import write_wav
 
 BIN = Path(sys.executable).parent

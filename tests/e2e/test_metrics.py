@@ -5,8 +5,8 @@ from __future__ import annotations
 import aiohttp
 from prometheus_client.parser import text_string_to_metric_families
 
-from shared.client import stream_audio
-from shared.protocol import AudioFormat, SegmentEvent
+from streamer.client import stream_audio
+from streamer.protocol import AudioFormat, SegmentEvent
 from tests.audio_gen import make_pcm
 
 

@@ -8,8 +8,8 @@ import json
 import aiohttp
 import pytest
 
-from shared.client import StreamerClient, stream_audio
-from shared.protocol import AudioFormat, ErrorEvent, SegmentEvent
+from streamer.client import StreamerClient, stream_audio
+from streamer.protocol import AudioFormat, ErrorEvent, SegmentEvent
 from tests.audio_gen import make_pcm
 from tests.conftest import wait_until
 from tests.wsraw import RawWebSocket

@@ -7,8 +7,8 @@ import asyncio
 import numpy as np
 import pytest
 
-from shared.client import StreamerClient, stream_audio
-from shared.protocol import ActivityEvent, AudioFormat, ErrorEvent, SegmentEvent, StoppedEvent
+from streamer.client import StreamerClient, stream_audio
+from streamer.protocol import ActivityEvent, AudioFormat, ErrorEvent, SegmentEvent, StoppedEvent
 from tests.audio_gen import split
 from tests.signals import DATA, bursts, read_wav, with_background
 

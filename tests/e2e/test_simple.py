@@ -9,9 +9,9 @@ import aiohttp
 import numpy as np
 import pytest
 
-from gateway.audio import Decoder
-from shared.client import StreamerClient, stream_audio
-from shared.protocol import AudioFormat, ErrorEvent, SegmentEvent, StoppedEvent
+from streamer.client import StreamerClient, stream_audio
+from streamer.gateway.audio import Decoder
+from streamer.protocol import AudioFormat, ErrorEvent, SegmentEvent, StoppedEvent
 from tests.audio_gen import make_pcm, split
 from tests.conftest import wait_until
 

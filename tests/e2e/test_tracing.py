@@ -16,7 +16,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceResponse,
 )
 
-from shared.protocol import AudioFormat
+from streamer.protocol import AudioFormat
 from tests.audio_gen import write_wav
 from tests.conftest import wait_until
 from tests.e2e.test_commands import free_port

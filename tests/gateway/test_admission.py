@@ -1,6 +1,6 @@
-from gateway.admission import Admission
-from gateway.pool.base import PoolStats, WorkerInfo
-from shared.config import ServerConfig
+from streamer.config import ServerConfig
+from streamer.gateway.admission import Admission
+from streamer.gateway.pool.base import PoolStats, WorkerInfo
 
 
 def stats(ready: int) -> PoolStats:

@@ -3,8 +3,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gateway.audio import Decoder
-from shared.protocol import AudioFormat
+from streamer.gateway.audio import Decoder
+from streamer.protocol import AudioFormat
 from tests.audio_gen import make_pcm, split
 
 

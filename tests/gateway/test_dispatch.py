@@ -2,8 +2,8 @@
 
 import pytest
 
-from gateway.dispatch import Dispatcher
-from shared.wire import EndSession, InferenceRequest, InferenceResult, from_wire
+from streamer.gateway.dispatch import Dispatcher
+from streamer.wire import EndSession, InferenceRequest, InferenceResult, from_wire
 
 
 def req(rid: int, key: str | None = None) -> InferenceRequest:

@@ -1,6 +1,6 @@
 import pytest
 
-from gateway.reorder import Reorderer
+from streamer.gateway.reorder import Reorderer
 
 
 def test_releases_in_sequence_per_channel_whatever_the_arrival_order():

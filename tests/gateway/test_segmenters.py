@@ -1,6 +1,6 @@
 import numpy as np
 
-from gateway.segmenters import FixedSegmenter, Segment
+from streamer.gateway.segmenters import FixedSegmenter, Segment
 
 
 def test_fixed_chunks_are_contiguous_and_lose_nothing():

@@ -7,9 +7,9 @@ import json
 import numpy as np
 import pytest
 
-from gateway.segmenters import Activity, Segment, SegmenterOutput
-from gateway.vad import EnergyVad, VadSegmenter, VadSettings
-from shared.errors import ConfigError, ProtocolError
+from streamer.errors import ConfigError, ProtocolError
+from streamer.gateway.segmenters import Activity, Segment, SegmenterOutput
+from streamer.gateway.vad import EnergyVad, VadSegmenter, VadSettings
 from tests.signals import (
     DATA,
     RATE,

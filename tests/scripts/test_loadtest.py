@@ -11,9 +11,9 @@ from dataclasses import replace
 
 import pytest
 
-from shared.loadtest import LoadSettings, find_capacity, generate_audio, judge, run_load
-from shared.loadtest_report import check_coverage, format_capacity, format_report
-from shared.protocol import AudioFormat
+from streamer.loadtest import LoadSettings, find_capacity, generate_audio, judge, run_load
+from streamer.loadtest_report import check_coverage, format_capacity, format_report
+from streamer.protocol import AudioFormat
 
 SIMPLE = "/api/v1/simple"
 MONO16K = AudioFormat()
@@ -126,7 +126,7 @@ async def test_the_command_prints_json_and_a_table(gateway):
 
     async def cli(*args: str) -> tuple[int, str]:
         proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "shared.loadtest", "--addr", url, "--no-progress", *args,
+            sys.executable, "-m", "streamer.loadtest", "--addr", url, "--no-progress", *args,
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=env)
         out, err = await asyncio.wait_for(proc.communicate(), 60)
         assert proc.returncode is not None
@@ -158,7 +158,7 @@ async def test_thirty_seconds_of_chaos_lose_no_segment(gateway):
     import random
     import signal
 
-    from gateway.state import POOL
+    from streamer.gateway.state import POOL
 
     server = await gateway(workers=2, model__panic_rate=0.01, model__delay=0.01,
                            model__mode="sleep", pool__max_retries=3)

@@ -2,8 +2,8 @@ import numpy as np
 import pytest
 import soundfile
 
-from shared.client import read_wav
-from shared.protocol import AudioFormat
+from streamer.client import read_wav
+from streamer.protocol import AudioFormat
 from tests.audio_gen import write_pcm_wav
 
 

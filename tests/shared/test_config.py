@@ -2,8 +2,8 @@ import json
 
 import pytest
 
-from shared.config import load_config, parse_assignment
-from shared.errors import ConfigError
+from streamer.config import load_config, parse_assignment
+from streamer.errors import ConfigError
 
 
 def test_defaults():

@@ -2,8 +2,8 @@ import json
 
 import pytest
 
-from shared.errors import ProtocolError
-from shared.protocol import (
+from streamer.errors import ProtocolError
+from streamer.protocol import (
     ActivityEvent,
     AudioFormat,
     ErrorEvent,

@@ -6,8 +6,8 @@ import json
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from shared.errors import ProtocolError
-from shared.protocol import StartRequest, StopRequest, parse_client_message
+from streamer.errors import ProtocolError
+from streamer.protocol import StartRequest, StopRequest, parse_client_message
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=True) | st.text(max_size=20),

@@ -4,8 +4,8 @@ import msgpack
 import numpy as np
 import pytest
 
-from shared.errors import WireError
-from shared.wire import (
+from streamer.errors import WireError
+from streamer.wire import (
     EndSession,
     InferenceRequest,
     InferenceResult,

@@ -9,8 +9,8 @@ from multiprocessing import AuthenticationError
 
 import pytest
 
-from shared.errors import ConfigError
-from workers.attach import authenticate, connect, parse_address
+from streamer.errors import ConfigError
+from streamer.workers.attach import authenticate, connect, parse_address
 
 
 @pytest.mark.parametrize("text, address", [

@@ -3,8 +3,8 @@ import time
 import numpy as np
 import pytest
 
-from shared.errors import ConfigError, ModelError
-from workers.models import SegmentInfo, make_model, model_names
+from streamer.errors import ConfigError, ModelError
+from streamer.workers.models import SegmentInfo, make_model, model_names
 
 INFO = SegmentInfo("s", 0, 0.0, 0.5, None)
 

@@ -9,10 +9,10 @@ import msgpack
 import numpy as np
 import pytest
 
-from shared.errors import ConfigError, ModelError
+from streamer.errors import ConfigError, ModelError
+from streamer.workers.models import SegmentInfo, make_model, model_class, model_names
+from streamer.workers.models.features import FEATURES
 from tests.signals import DATA, concat, noise, read_wav, silence, sine, tone
-from workers.models import SegmentInfo, make_model, model_class, model_names
-from workers.models.features import FEATURES
 
 INFO = SegmentInfo("s", 0, 0.0, 1.0, True)
 

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from shared.wire import (
+from streamer.wire import (
     EndSession,
     Heartbeat,
     InferenceRequest,
@@ -26,8 +26,8 @@ from shared.wire import (
     frame,
     from_wire,
 )
-from workers.loop import BOOT_FAILED_EXIT_CODE, GATEWAY_GONE_EXIT_CODE, serve
-from workers.models.base import Model, SegmentInfo, register
+from streamer.workers.loop import BOOT_FAILED_EXIT_CODE, GATEWAY_GONE_EXIT_CODE, serve
+from streamer.workers.models.base import Model, SegmentInfo, register
 
 DEADLINE = 10.0
 

@@ -1,9 +1,9 @@
 import numpy as np
 
-from shared.wire import EndSession, InferenceRequest, InferenceResult, from_wire
-from workers.models import make_model
-from workers.models.counter import CounterModel
-from workers.runner import Runner
+from streamer.wire import EndSession, InferenceRequest, InferenceResult, from_wire
+from streamer.workers.models import make_model
+from streamer.workers.models.counter import CounterModel
+from streamer.workers.runner import Runner
 
 
 def request(rid: int = 1, n: int = 800) -> InferenceRequest:

@@ -1,6 +1,13 @@
 """Models by name. Importing this package registers every bundled model."""
 
-from workers.models import counter, features  # noqa: F401  (registers)
-from workers.models.base import Model, SegmentInfo, make_model, model_class, model_names, register
+from streamer.workers.models import counter, features  # noqa: F401  (registers)
+from streamer.workers.models.base import (
+    Model,
+    SegmentInfo,
+    make_model,
+    model_class,
+    model_names,
+    register,
+)
 
 __all__ = ["Model", "SegmentInfo", "make_model", "model_class", "model_names", "register"]

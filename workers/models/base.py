@@ -9,8 +9,8 @@ from typing import Any, ClassVar, TypeVar
 
 import numpy as np
 
-from shared.config import coerce
-from shared.errors import ConfigError
+from streamer.config import coerce
+from streamer.errors import ConfigError
 
 
 @dataclass(frozen=True, slots=True)

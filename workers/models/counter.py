@@ -15,9 +15,9 @@ from typing import Any
 
 import numpy as np
 
-from shared.config import setting
-from shared.errors import ConfigError, ModelError
-from workers.models.base import Model, SegmentInfo, register
+from streamer.config import setting
+from streamer.errors import ConfigError, ModelError
+from streamer.workers.models.base import Model, SegmentInfo, register
 
 MODES = ("spin", "cpu", "sleep")
 PANIC_EXIT_CODE = 101  # what a panicking Rust worker exits with upstream

@@ -22,9 +22,9 @@ from typing import Any
 
 import numpy as np
 
-from shared.config import setting
-from shared.errors import ConfigError, ModelError
-from workers.models.base import Model, SegmentInfo, register
+from streamer.config import setting
+from streamer.errors import ConfigError, ModelError
+from streamer.workers.models.base import Model, SegmentInfo, register
 
 RATE = 16_000
 FLOOR_DB = -120.0
