@@ -10,8 +10,10 @@
 2. Transport. Round trip of one segment (64,000 bytes = 1 s of 16 kHz float32, and 32,000)
    through the pool with a zero-cost model: an embedded worker (socketpair), an attached worker
    over TCP and over a unix socket (a real ``streamer-worker`` process), against raw
-   ``multiprocessing.connection`` echoes over TCP with and without TCP_NODELAY (the Nagle trap
-   of DESIGN.md section 3), measured in the same run.
+   ``multiprocessing.connection`` echoes over TCP with and without TCP_NODELAY, measured in the
+   same run. ``multiprocessing.connection`` leaves Nagle's algorithm on, and 16-64 KB messages
+   then stall ~44 ms per round trip (doc/decisions/0002-worker-transport.md); the attached rows
+   must stay as fast as the embedded one.
 
 The model sleeps by default (``--mode sleep``): its cost then does not depend on how busy the
 two vCPUs are, and the table shows the pool's mechanics; ``--mode spin`` burns the CPU instead.

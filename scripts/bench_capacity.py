@@ -8,7 +8,10 @@ it starts a gateway in this process and runs ``streamer-loadtest --find-capacity
 separate process: bounded real-time runs, doubling then bisecting the session count, passing when
 no session failed, no segment was lost and the finalization p99 stayed under 1 s. A confirming
 run at the capacity found then measures where the CPU went (gateway, workers, load tester). The
-theoretical capacity is cores / cost; the target is 85 % of it.
+theoretical capacity is cores / cost.
+
+Target (doc/07_performance.md): at least 85 % of the theoretical capacity, with finalization
+latency p99 under 1 s at that load.
 
 Usage: .venv/bin/python scripts/bench_capacity.py [--duration 20] [--json out.json] [--quick]
 """
@@ -33,7 +36,7 @@ from bench_common import (
     write_json,
 )
 
-TARGET_SHARE = 0.85   # DESIGN.md section 8: at least 85 % of cores / cost ...
+TARGET_SHARE = 0.85   # the target: at least 85 % of cores / cost ...
 TARGET_P99_MS = 1000  # ... with finalization latency p99 under 1 s
 
 

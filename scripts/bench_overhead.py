@@ -16,6 +16,9 @@ picks one at random per run; so every path is measured under both placements, pi
 ``sched_setaffinity``, and compared only with its baseline under the same placement. Paths run in
 alternating rounds so drift in the shared vCPU's speed hits them alike.
 
+Target (doc/07_performance.md): overhead p50 under 0.5 ms, and within 3x of the raw Pipe round
+trip under the same placement.
+
 Usage: .venv/bin/python scripts/bench_overhead.py [--count 3000] [--json out.json] [--quick]
 """
 
@@ -50,7 +53,7 @@ from streamer.gateway.reorder import Reorderer
 from streamer.protocol import SegmentEvent, encode_event
 from streamer.wire import InferenceRequest, InferenceResult, frame
 
-TARGET_P50 = 0.5e-3   # DESIGN.md section 8: p50 under 0.5 ms ...
+TARGET_P50 = 0.5e-3   # the target: p50 under 0.5 ms ...
 TARGET_RATIO = 3.0    # ... and within 3x of a raw pipe round trip
 SEGMENTS = {"0.1 s segment": 1600, "0.5 s segment (default)": 8000}
 

@@ -2,7 +2,8 @@
 as an embedded worker (``workers/loop.py``).
 
 The connection is one byte stream per worker, like an embedded worker's socketpair, not a
-``multiprocessing.managers`` queue proxy (240-430 us a round trip in DESIGN.md section 3). Both
+``multiprocessing.managers`` queue proxy (240-430 us a round trip; see
+doc/decisions/0002-worker-transport.md). Both
 ends set ``TCP_NODELAY``: ``multiprocessing.connection`` over TCP does not, and 16-64 KB frames
 (1 s of audio is 64 KB) then stall ~44 ms per round trip on Nagle plus delayed ACK. Both ends
 prove they hold the authkey with ``multiprocessing.connection``'s HMAC challenge, each way.

@@ -3,12 +3,13 @@ honcho) that join the gateway over TCP or a unix socket at ``pool.worker_address
 
 One byte stream per worker, like an embedded worker's socketpair, rather than queues served by
 ``multiprocessing.managers``: a manager queue proxy costs 240-430 us per round trip against
-137-176 us for a socket read through asyncio (DESIGN.md section 3), and a byte stream per worker
-tells the gateway at once which worker died holding what. ``TCP_NODELAY`` is set on both ends
-(``multiprocessing.connection`` leaves Nagle on: 16-64 KB frames stall ~44 ms). Each connection
-must pass ``multiprocessing.connection``'s HMAC challenge with the authkey, both ways; the
-blocking challenge runs in a small thread pool with kernel timeouts, never on the event loop, so
-a silent or hostile client cannot stall the loop or other workers' admission.
+137-176 us for a socket read through asyncio (doc/decisions/0002-worker-transport.md), and a
+byte stream per worker tells the gateway at once which worker died holding what.
+``TCP_NODELAY`` is set on both ends (``multiprocessing.connection`` leaves Nagle on: 16-64 KB
+frames stall ~44 ms). Each connection must pass ``multiprocessing.connection``'s HMAC
+challenge with the authkey, both ways; the blocking challenge runs in a small thread pool with
+kernel timeouts, never on the event loop, so a silent or hostile client cannot stall the loop or
+other workers' admission.
 """
 
 from __future__ import annotations

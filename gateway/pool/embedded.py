@@ -2,7 +2,7 @@
 
 Each worker has its own socketpair: the gateway reads and writes length-prefixed msgpack frames
 through asyncio, so the event loop never makes a blocking call (a ``multiprocessing.Queue``'s
-feeder thread doubled gateway CPU and loop lag in the measurements of DESIGN.md section 3).
+feeder thread doubled gateway CPU and loop lag: doc/decisions/0002-worker-transport.md).
 Workers are forked from a forkserver that has already imported the worker code, so a respawn
 after a crash takes milliseconds, not an interpreter start. One task per slot supervises it:
 boot, serve until the worker dies, reap, respawn in the same slot. A worker that had answered

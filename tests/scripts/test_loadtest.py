@@ -153,8 +153,9 @@ def test_generated_audio_has_the_asked_length_and_format():
 
 
 async def test_thirty_seconds_of_chaos_lose_no_segment(gateway):
-    """The issue's acceptance run: 30 s of real-time load while workers panic at random and are
-    SIGKILLed every few seconds; every segment comes back as a result or an explicit error."""
+    """The zero-lost-segments target under chaos: 30 s of real-time load while workers panic at
+    random and are SIGKILLed every few seconds; every segment comes back as a result or an
+    explicit error."""
     import random
     import signal
 
