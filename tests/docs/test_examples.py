@@ -70,19 +70,33 @@ def gateway_port() -> Iterator[int]:
         proc.stderr.close()
 
 
+def run_script(code: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    script = cwd / "example.py"
+    script.write_text(code)
+    try:
+        return subprocess.run([sys.executable, "-c", RUNNER, str(script)], cwd=cwd,
+                              env=clean_env(), capture_output=True, text=True, timeout=TIMEOUT)
+    except subprocess.TimeoutExpired as exc:
+        raise AssertionError(f"did not finish within {TIMEOUT} s") from exc
+
+
 @pytest.mark.parametrize("block", runnable_blocks(), ids=lambda b: b.name)
 def test_example_runs(block: CodeBlock, gateway_port: int, tmp_path: Path) -> None:
     shutil.copy(ROOT / "tests" / "data" / "speech_3_sentences.wav", tmp_path / "speech.wav")
-    script = tmp_path / "example.py"
-    script.write_text(ADDRESS.sub(rf"\1://127.0.0.1:{gateway_port}", block.code))
-    try:
-        proc = subprocess.run([sys.executable, "-c", RUNNER, str(script)], cwd=tmp_path,
-                              env=clean_env(), capture_output=True, text=True, timeout=TIMEOUT)
-    except subprocess.TimeoutExpired as exc:
-        raise AssertionError(f"{block.name} did not finish within {TIMEOUT} s") from exc
+    proc = run_script(ADDRESS.sub(rf"\1://127.0.0.1:{gateway_port}", block.code), tmp_path)
     assert proc.returncode == 0, (f"{block.name} failed (exit {proc.returncode}):\n"
                                   f"{proc.stdout}\n{proc.stderr}")
     assert "Traceback" not in proc.stderr, proc.stderr
+
+
+def test_the_runner_allows_top_level_await_and_reports_failures(tmp_path: Path) -> None:
+    ok = run_script("import asyncio\nawait asyncio.sleep(0)\nprint('done')\n", tmp_path)
+    assert (ok.returncode, ok.stdout) == (0, "done\n"), ok.stderr
+    plain = run_script("print(__name__)\n", tmp_path)
+    assert (plain.returncode, plain.stdout) == (0, "__main__\n"), plain.stderr
+    bad = run_script("import asyncio\nawait asyncio.sleep(0)\nraise RuntimeError('boom')\n",
+                     tmp_path)
+    assert bad.returncode != 0 and "RuntimeError: boom" in bad.stderr
 
 
 def test_the_example_files_have_runnable_blocks() -> None:
