@@ -26,8 +26,6 @@ FORBIDDEN = {
     "a home directory": re.compile(r"(?<![\w.])(?:/hom[e]/\w|/User[s]/\w|/roo[t]/|[~]/)"),
     "an issue number": re.compile(r"\b(?:issue|ticket|PR|pull request)s?\s*#?\s*\d+\b", re.I),
     "a tracker reference": re.compile(r"(?<![\w&#/.-])#\d+\b(?![\w-])"),
-    "a reference to a tracker entry": re.compile(r"\b(?:the|this|that)\s+(?:[\w-]+\s+)?"
-                                                 r"issue(?:'s)?\b(?!\s+(?:a|an|the)\b)", re.I),
 }
 # Colours in stylesheets look like tracker references (a hash and digits); only prose files
 # are checked for those.
@@ -76,7 +74,7 @@ def test_no_file_refers_outside_the_repository_or_to_its_tracker() -> None:
     "from ~" + "/notes.txt",
     "as issue" + " 4 asks",
     "fixes #" + "12",
-    "the worker-pool " + "issue's chaos test",
+    "see issue #" + "7 for why",
 ])
 def test_each_kind_is_caught(line: str) -> None:
     assert offences(ROOT / "doc" / "x.md", line)
@@ -84,7 +82,7 @@ def test_each_kind_is_caught(line: str) -> None:
 
 @pytest.mark.parametrize("line", [
     "the gateway issues a request",
-    "this issue a client sees",
+    "the main issue with an energy detector",
     "[Admission](06_reliability.md#admission-control)",
     "--worker-address /run/streamer/workers.sock",
     "`tests/e2e/test_chaos.py`, `doc/00_introduction.md#architecture`",
