@@ -16,13 +16,15 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.docs.markdown import ROOT, CodeBlock, code_blocks
-from tests.e2e.test_commands import BIN, free_port, wait_healthy
+from tests.e2e.test_commands import BIN, free_port
 
 EXAMPLE_FILES = [ROOT / "README.md", ROOT / "doc" / "01_protocol.md"]
 ADDRESS = re.compile(r"\b(ws|http)://(?:127\.0\.0\.1|localhost):8080\b")
@@ -49,15 +51,17 @@ def clean_env() -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-def gateway_port() -> Iterator[int]:
+def gateway_port(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
     """One gateway for every example, started the way a reader starts it (the default model,
-    two embedded workers)."""
+    two embedded workers). Its log goes to a file: a pipe nobody reads could fill and stall it."""
     port = free_port()
-    proc = subprocess.Popen([str(BIN / "streamer-gateway"), "--port", str(port), "--workers",
-                             "2"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                            env=clean_env())
+    log_path = tmp_path_factory.mktemp("gateway") / "gateway.log"
+    with log_path.open("wb") as log:
+        proc = subprocess.Popen([str(BIN / "streamer-gateway"), "--port", str(port),
+                                 "--workers", "2"], stdout=log, stderr=subprocess.STDOUT,
+                                env=clean_env())
     try:
-        wait_healthy(port, proc, timeout=60)
+        wait_healthy(port, proc, log_path)
         yield port
     finally:
         proc.send_signal(signal.SIGINT)
@@ -66,8 +70,20 @@ def gateway_port() -> Iterator[int]:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait(10)
-        assert proc.stderr is not None
-        proc.stderr.close()
+
+
+def wait_healthy(port: int, proc: subprocess.Popen[bytes], log: Path) -> None:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise AssertionError(f"the gateway exited with {proc.returncode}:\n"
+                                 f"{log.read_text()}")
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/v1/health", timeout=1):
+                return
+        except OSError:
+            time.sleep(0.05)  # polling a process we do not control, bounded by the deadline
+    raise AssertionError(f"the gateway was not healthy within 60 s:\n{log.read_text()}")
 
 
 def run_script(code: str, cwd: Path) -> subprocess.CompletedProcess[str]:
