@@ -1,4 +1,7 @@
-"""Streaming PCM decoding: bytes in any supported format -> float32 per channel at 16 kHz.
+"""Streaming audio decoding: bytes in any supported format -> float32 per channel at 16 kHz.
+
+Linear PCM is scaled to [-1, 1]; mu-law and A-law bytes are expanded through a 256-entry table
+(:mod:`streamer.gateway.g711`) to the same scale as 16-bit PCM, then resampled like PCM.
 
 Stateful across frames: a frame may end mid-sample or mid-frame of channels and the remainder is
 carried over; the resampler keeps its filter state between frames, and ``flush`` releases its tail,
@@ -10,7 +13,8 @@ from __future__ import annotations
 import numpy as np
 import soxr
 
-from streamer.protocol import AudioFormat
+from streamer.gateway.g711 import float_table
+from streamer.protocol import G711_ENCODINGS, AudioFormat
 
 MODEL_RATE = 16_000
 _SCALE = {"<i2": 1.0 / 32768.0, "<i4": 1.0 / 2147483648.0}
@@ -24,6 +28,7 @@ class Decoder:
         self.target_rate = target_rate
         self._dtype = np.dtype(fmt.dtype)
         self._scale = _SCALE.get(fmt.dtype)
+        self._table = float_table(fmt.encoding) if fmt.encoding in G711_ENCODINGS else None
         self._frame_bytes = fmt.frame_bytes
         self._remainder = b""
         self._resampler = (soxr.ResampleStream(fmt.sample_rate, target_rate, fmt.channels,
@@ -51,7 +56,9 @@ class Decoder:
         raw = np.frombuffer(data, dtype=self._dtype, count=usable // self._dtype.itemsize)
         frames = raw.reshape(-1, self.fmt.channels)
         self.frames_in += frames.shape[0]
-        if self._scale is not None:
+        if self._table is not None:
+            x = self._table[frames]
+        elif self._scale is not None:
             x = frames.astype(np.float32)
             x *= np.float32(self._scale)
         else:

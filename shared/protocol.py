@@ -23,17 +23,28 @@ MAX_TRACE_ID_LEN = 512
 # (bit_depth, is_float) -> numpy dtype string of the little-endian samples.
 SAMPLE_FORMATS: dict[tuple[int, bool], str] = {(16, False): "<i2", (32, False): "<i4",
                                                (32, True): "<f4"}
+# Sample encodings: linear PCM, or the 8-bit logarithmic G.711 codes telephony uses.
+PCM = "pcm"
+G711_ENCODINGS = ("mulaw", "alaw")
+ENCODINGS = (PCM, *G711_ENCODINGS)
+FORMAT_FIELDS = frozenset({"channels", "sample_rate", "bit_depth", "is_float", "encoding"})
 
 
 @dataclass(frozen=True, slots=True)
 class AudioFormat:
+    """How the binary frames of a stream are laid out. ``encoding`` "mulaw" or "alaw" means one
+    byte per sample (``bit_depth`` 8), expanded to linear samples by the gateway."""
+
     channels: int = 1
     sample_rate: int = 16_000
     bit_depth: int = 16
     is_float: bool = False
+    encoding: str = PCM
 
     @property
     def dtype(self) -> str:
+        if self.encoding in G711_ENCODINGS:
+            return "u1"
         return SAMPLE_FORMATS[(self.bit_depth, self.is_float)]
 
     @property
@@ -42,21 +53,29 @@ class AudioFormat:
         return self.channels * self.bit_depth // 8
 
     def to_dict(self) -> dict[str, Any]:
-        return {"channels": self.channels, "sample_rate": self.sample_rate,
-                "bit_depth": self.bit_depth, "is_float": self.is_float}
+        d: dict[str, Any] = {"channels": self.channels, "sample_rate": self.sample_rate,
+                             "bit_depth": self.bit_depth, "is_float": self.is_float}
+        if self.encoding != PCM:  # PCM formats stay exactly what clients sent before encodings
+            d["encoding"] = self.encoding
+        return d
 
     @classmethod
     def from_dict(cls, raw: Any) -> AudioFormat:
         if not isinstance(raw, dict):
             raise invalid(f"'format' must be an object, got {json_kind(raw)}")
-        unknown = set(raw) - {"channels", "sample_rate", "bit_depth", "is_float"}
+        unknown = set(raw) - FORMAT_FIELDS
         if unknown:
             raise invalid(f"unknown field(s) in 'format': {', '.join(sorted(unknown))}")
+        encoding = raw.get("encoding", PCM)
+        if not isinstance(encoding, str):
+            raise invalid(f"'format.encoding' must be a string ({', '.join(ENCODINGS)}), "
+                          f"got {json_kind(encoding)}")
         fmt = cls(
             channels=_int(raw, "channels", 1, "format."),
             sample_rate=_int(raw, "sample_rate", 16_000, "format."),
-            bit_depth=_int(raw, "bit_depth", 16, "format."),
+            bit_depth=_int(raw, "bit_depth", 8 if encoding in G711_ENCODINGS else 16, "format."),
             is_float=_bool(raw, "is_float", False, "format."),
+            encoding=encoding,
         )
         fmt.validate()
         return fmt
@@ -69,11 +88,23 @@ class AudioFormat:
         if not MIN_SAMPLE_RATE <= self.sample_rate <= MAX_SAMPLE_RATE:
             raise ProtocolError(f"unsupported format: sample_rate must be {MIN_SAMPLE_RATE} to "
                                 f"{MAX_SAMPLE_RATE} Hz, got {self.sample_rate}", unsupported)
+        if self.encoding not in ENCODINGS:
+            raise ProtocolError(f"unsupported format: encoding {json.dumps(self.encoding)[:40]}; "
+                                f"supported: {', '.join(ENCODINGS)}", unsupported)
+        if self.encoding in G711_ENCODINGS:
+            if self.bit_depth != 8 or self.is_float:
+                raise ProtocolError(
+                    f"unsupported format: encoding {self.encoding} has 8-bit integer samples; "
+                    f"got bit_depth {self.bit_depth} with is_float {str(self.is_float).lower()}",
+                    unsupported)
+            return
         if (self.bit_depth, self.is_float) not in SAMPLE_FORMATS:
             kinds = ", ".join(f"bit_depth {b} with is_float {str(f).lower()}"
                               for b, f in SAMPLE_FORMATS)
             raise ProtocolError(f"unsupported format: bit_depth {self.bit_depth} with is_float "
-                                f"{str(self.is_float).lower()}; supported: {kinds}", unsupported)
+                                f"{str(self.is_float).lower()}; supported: {kinds}, or "
+                                f"encoding {' or '.join(G711_ENCODINGS)} with bit_depth 8",
+                                unsupported)
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,14 +131,49 @@ class StopRequest:
         return json.dumps({"request": "stop", "disconnect": self.disconnect})
 
 
-ClientMessage = StartRequest | StopRequest
+@dataclass(frozen=True, slots=True)
+class KeepAliveRequest:
+    """Resets the stream's idle timer without audio (a muted microphone); no reply."""
+
+    def to_json(self) -> str:
+        return json.dumps({"request": "keepalive"})
+
+
+@dataclass(frozen=True, slots=True)
+class FinalizeRequest:
+    """Closes every channel's open segment now and gets its result; the stream goes on."""
+
+    def to_json(self) -> str:
+        return json.dumps({"request": "finalize"})
+
+
+@dataclass(frozen=True, slots=True)
+class ResumeRequest:
+    """Takes over a stream whose socket dropped: ``resume_token`` from its ``started`` event,
+    ``last_seq`` the highest event ``seq`` the client has (0 for none)."""
+
+    resume_token: str
+    last_seq: int = 0
+
+    def to_json(self) -> str:
+        return json.dumps({"request": "resume", "resume_token": self.resume_token,
+                           "last_seq": self.last_seq})
+
+
+ClientMessage = StartRequest | StopRequest | KeepAliveRequest | FinalizeRequest | ResumeRequest
 
 # Optional start fields that later features read (validated by their owners).
 START_OPTION_FIELDS = frozenset({"vad"})
+MAX_RESUME_TOKEN_LEN = 256
+# Every request the protocol defines, and the ones a session handles unless it says otherwise.
+CLIENT_REQUESTS = ("start", "stop", "keepalive", "finalize", "resume")
+HANDLED_REQUESTS = frozenset({"start", "stop"})
 
 
-def parse_client_message(text: str) -> ClientMessage:
-    """Parse one JSON text frame from a client."""
+def parse_client_message(text: str,
+                         accept: frozenset[str] | set[str] = HANDLED_REQUESTS) -> ClientMessage:
+    """Parse one JSON text frame from a client. A request the protocol defines but the caller
+    does not handle (not in ``accept``) is refused like an unknown one, naming what is accepted."""
     try:
         raw = json.loads(text)
     except (json.JSONDecodeError, RecursionError) as exc:
@@ -115,17 +181,50 @@ def parse_client_message(text: str) -> ClientMessage:
     if not isinstance(raw, dict):
         raise invalid(f"control message must be a JSON object, got {json_kind(raw)}")
     request = raw.get("request")
+    expected = " or ".join(f"'{r}'" for r in CLIENT_REQUESTS if r in accept)
+    if request is None:
+        raise invalid(f"control message needs a 'request' field ({expected})")
+    if not isinstance(request, str) or request not in CLIENT_REQUESTS:
+        raise invalid(f"unknown request {json.dumps(request)[:40]}; expected {expected}")
+    if request not in accept:
+        raise invalid(f"request '{request}' is not supported by this gateway; "
+                      f"expected {expected}")
     if request == "start":
         return _parse_start(raw)
     if request == "stop":
-        unknown = set(raw) - {"request", "disconnect"}
-        if unknown:
-            raise invalid(f"unknown field(s) in 'stop': {', '.join(sorted(unknown))}")
+        _no_unknown(raw, {"disconnect"}, "stop")
         return StopRequest(disconnect=_bool(raw, "disconnect", False))
-    if request is None:
-        raise invalid("control message needs a 'request' field ('start' or 'stop')")
-    shown = json.dumps(request)[:40]
-    raise invalid(f"unknown request {shown}; expected 'start' or 'stop'")
+    if request == "keepalive":
+        _no_unknown(raw, set(), "keepalive")
+        return KeepAliveRequest()
+    if request == "finalize":
+        _no_unknown(raw, set(), "finalize")
+        return FinalizeRequest()
+    return _parse_resume(raw)
+
+
+def _no_unknown(raw: dict[str, Any], fields: set[str], name: str) -> None:
+    unknown = set(raw) - fields - {"request"}
+    if unknown:
+        raise invalid(f"unknown field(s) in '{name}': {', '.join(sorted(map(str, unknown)))}")
+
+
+def _parse_resume(raw: dict[str, Any]) -> ResumeRequest:
+    _no_unknown(raw, {"resume_token", "last_seq"}, "resume")
+    token = raw.get("resume_token")
+    if not isinstance(token, str) or not token:
+        got = "an empty string" if token == "" else json_kind(token)
+        raise invalid(f"'resume' needs 'resume_token', the token of the 'started' event, "
+                      f"got {got if 'resume_token' in raw else 'none'}")
+    if len(token) > MAX_RESUME_TOKEN_LEN:
+        raise invalid(f"'resume_token' is {len(token)} characters; at most "
+                      f"{MAX_RESUME_TOKEN_LEN} are accepted")
+    if "last_seq" not in raw:
+        raise invalid("'resume' needs 'last_seq', the highest event seq received (0 for none)")
+    last_seq = _int(raw, "last_seq", 0)
+    if last_seq < 0:
+        raise invalid(f"'last_seq' must be 0 or more, got {last_seq}")
+    return ResumeRequest(token, last_seq)
 
 
 def _parse_start(raw: dict[str, Any]) -> StartRequest:

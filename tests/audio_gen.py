@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import wave
 from pathlib import Path
 
@@ -9,10 +10,15 @@ import numpy as np
 
 from streamer.client import pcm_bytes
 from streamer.protocol import AudioFormat
+from tests.g711_ref import ENCODERS
 
 
 def make_pcm(fmt: AudioFormat, seconds: float, seed: int = 0) -> bytes:
-    """Interleaved little-endian PCM: a different tone per channel plus a little noise."""
+    """Interleaved little-endian PCM: a different tone per channel plus a little noise (for a
+    mu-law or A-law format: the same tones as 16-bit PCM, encoded)."""
+    if fmt.encoding in ENCODERS:
+        linear = make_pcm(dataclasses.replace(fmt, encoding="pcm", bit_depth=16), seconds, seed)
+        return ENCODERS[fmt.encoding](np.frombuffer(linear, dtype="<i2")).tobytes()
     rng = np.random.default_rng(seed)
     n = int(round(seconds * fmt.sample_rate))
     t = np.arange(n) / fmt.sample_rate
