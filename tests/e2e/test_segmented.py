@@ -107,6 +107,7 @@ async def test_long_speech_is_cut_at_max_segment_and_open_speech_closed_at_stop(
     assert inactive[-1].time == pytest.approx(5.5, abs=0.02)
 
 
+@pytest.mark.sends_invalid
 async def test_vad_settings_in_the_start_message(gateway):
     server = await gateway(workers=1)
     audio = with_background(bursts([(0.5, 1.0), (1.3, 1.8)], 2.5))  # a 0.3 s pause

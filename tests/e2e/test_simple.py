@@ -181,6 +181,7 @@ async def _max_loop_lag_during(work, server) -> float:
     return worst
 
 
+@pytest.mark.sends_invalid
 async def test_protocol_errors_get_an_error_event_and_a_close_code(gateway):
     server = await gateway(workers=1, server__max_msg_size=4096)
     url = str(server.make_url(SIMPLE))

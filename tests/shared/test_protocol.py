@@ -4,9 +4,13 @@ import pytest
 
 from streamer.errors import ProtocolError
 from streamer.protocol import (
+    CLIENT_REQUESTS,
     ActivityEvent,
     AudioFormat,
     ErrorEvent,
+    FinalizeRequest,
+    KeepAliveRequest,
+    ResumeRequest,
     SegmentEvent,
     StartRequest,
     StoppedEvent,
@@ -62,6 +66,86 @@ def test_bad_control_messages_say_what_is_wrong(text, code, words):
     with pytest.raises(ProtocolError) as info:
         parse_client_message(text)
     assert info.value.close_code == code
+    assert words in info.value.message
+
+
+def test_g711_encodings_default_to_8_bit_and_keep_pcm_messages_unchanged():
+    mulaw = parse_client_message(
+        '{"request": "start", "format": {"sample_rate": 8000, "encoding": "mulaw"}}')
+    assert isinstance(mulaw, StartRequest)
+    assert mulaw.format == AudioFormat(1, 8000, 8, False, "mulaw")
+    assert mulaw.format.frame_bytes == 1 and mulaw.format.dtype == "u1"
+    stereo = AudioFormat(2, 8000, 8, False, "alaw")
+    assert parse_client_message(StartRequest(stereo).to_json()) == StartRequest(stereo)
+    assert stereo.frame_bytes == 2
+    assert "encoding" not in AudioFormat().to_dict()  # what PCM clients always sent
+    assert parse_client_message(
+        '{"request": "start", "format": {"encoding": "pcm"}}') == StartRequest()
+
+
+@pytest.mark.parametrize("fmt, code, words", [
+    ({"encoding": "mulaw", "bit_depth": 16}, 1003,
+     "encoding mulaw has 8-bit integer samples; got bit_depth 16 with is_float false"),
+    ({"encoding": "alaw", "is_float": True}, 1003, "got bit_depth 8 with is_float true"),
+    ({"encoding": "opus"}, 1003, 'encoding "opus"; supported: pcm, mulaw, alaw'),
+    ({"encoding": "MULAW"}, 1003, 'encoding "MULAW"'),
+    ({"encoding": 7}, 1007, "'format.encoding' must be a string (pcm, mulaw, alaw), got a number"),
+    ({"encoding": None}, 1007, "got null"),
+    ({"bit_depth": 8}, 1003, "or encoding mulaw or alaw with bit_depth 8"),
+])
+def test_bad_encodings_are_refused_like_other_formats(fmt, code, words):
+    with pytest.raises(ProtocolError) as info:
+        parse_client_message(json.dumps({"request": "start", "format": fmt}))
+    assert info.value.close_code == code
+    assert words in info.value.message
+
+
+ALL = frozenset(CLIENT_REQUESTS)
+
+
+def test_keepalive_finalize_and_resume_parse_and_round_trip():
+    assert parse_client_message('{"request": "keepalive"}', ALL) == KeepAliveRequest()
+    assert parse_client_message('{"request": "finalize"}', ALL) == FinalizeRequest()
+    resume = parse_client_message(
+        '{"request": "resume", "resume_token": "tok", "last_seq": 12}', ALL)
+    assert resume == ResumeRequest("tok", 12)
+    assert parse_client_message('{"request": "resume", "resume_token": "t", "last_seq": 3.0}',
+                                ALL) == ResumeRequest("t", 3)
+    for msg in (KeepAliveRequest(), FinalizeRequest(), ResumeRequest("x" * 256, 0)):
+        assert parse_client_message(msg.to_json(), ALL) == msg
+
+
+def test_requests_a_gateway_does_not_handle_yet_are_refused_by_default():
+    with pytest.raises(ProtocolError) as info:
+        parse_client_message('{"request": "keepalive"}')
+    assert info.value.close_code == 1007
+    assert info.value.message == ("request 'keepalive' is not supported by this gateway; "
+                                  "expected 'start' or 'stop'")
+    with pytest.raises(ProtocolError, match="expected 'start' or 'stop' or 'keepalive' or "
+                                            "'finalize' or 'resume'"):
+        parse_client_message('{"request": "pause"}', ALL)
+
+
+@pytest.mark.parametrize("raw, words", [
+    ({"request": "keepalive", "now": True}, "unknown field(s) in 'keepalive': now"),
+    ({"request": "finalize", "channel": 0}, "unknown field(s) in 'finalize': channel"),
+    ({"request": "resume", "last_seq": 0}, "needs 'resume_token', the token of the 'started' "
+                                           "event, got none"),
+    ({"request": "resume", "resume_token": "", "last_seq": 0}, "got an empty string"),
+    ({"request": "resume", "resume_token": 5, "last_seq": 0}, "got a number"),
+    ({"request": "resume", "resume_token": "x" * 257, "last_seq": 0},
+     "'resume_token' is 257 characters; at most 256"),
+    ({"request": "resume", "resume_token": "t"}, "needs 'last_seq'"),
+    ({"request": "resume", "resume_token": "t", "last_seq": -1}, "'last_seq' must be 0 or more"),
+    ({"request": "resume", "resume_token": "t", "last_seq": "7"},
+     "'last_seq' must be an integer, got a string"),
+    ({"request": "resume", "resume_token": "t", "last_seq": 1, "from": 3},
+     "unknown field(s) in 'resume': from"),
+])
+def test_bad_new_requests_say_what_is_wrong(raw, words):
+    with pytest.raises(ProtocolError) as info:
+        parse_client_message(json.dumps(raw), ALL)
+    assert info.value.close_code == 1007
     assert words in info.value.message
 
 

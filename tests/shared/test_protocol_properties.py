@@ -7,7 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from streamer.errors import ProtocolError
-from streamer.protocol import StartRequest, StopRequest, parse_client_message
+from streamer.protocol import CLIENT_REQUESTS, ClientMessage, StartRequest, parse_client_message
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=True) | st.text(max_size=20),
@@ -16,20 +16,23 @@ json_values = st.recursive(
     max_leaves=20)
 
 start_like = st.fixed_dictionaries(
-    {"request": st.sampled_from(["start", "stop", "other"])},
+    {"request": st.sampled_from([*CLIENT_REQUESTS, "other"])},
     optional={"format": st.dictionaries(st.sampled_from(["channels", "sample_rate", "bit_depth",
-                                                         "is_float", "extra"]), json_values),
+                                                         "is_float", "encoding", "extra"]),
+                                        json_values | st.sampled_from(["mulaw", "alaw", "pcm"])),
               "trace_id": json_values, "interim_results": json_values,
-              "disconnect": json_values, "vad": json_values})
+              "disconnect": json_values, "vad": json_values, "resume_token": json_values,
+              "last_seq": json_values})
 
 
-def parse_or_error(text: str):
+def parse_or_error(text: str, accept: frozenset[str] = frozenset(CLIENT_REQUESTS)):
     try:
-        msg = parse_client_message(text)
+        msg = parse_client_message(text, accept)
     except ProtocolError as exc:
         assert exc.message and exc.close_code in (1003, 1007, 1008, 1009)
         return None
-    assert isinstance(msg, StartRequest | StopRequest)
+    assert isinstance(msg, ClientMessage)
+    assert msg.to_json() and isinstance(json.loads(msg.to_json()), dict)
     return msg
 
 
@@ -52,3 +55,8 @@ def test_message_shaped_input(raw):
     if isinstance(msg, StartRequest):
         fmt = msg.format
         assert 1 <= fmt.channels <= 8 and fmt.frame_bytes > 0
+    if msg is not None:
+        assert parse_client_message(msg.to_json(), frozenset(CLIENT_REQUESTS)) == msg
+    # a gateway handling only start and stop refuses the others with a clear message
+    if raw["request"] not in ("start", "stop"):
+        assert parse_or_error(json.dumps(raw), frozenset({"start", "stop"})) is None
