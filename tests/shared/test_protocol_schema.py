@@ -8,7 +8,7 @@ import dataclasses
 import json
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from jsonschema import Draft202012Validator
 
@@ -172,6 +172,16 @@ def gateway_accepts(raw: dict[str, object]) -> bool | None:
 
 @settings(max_examples=1500, deadline=None)
 @given(messages)
+@example({"request": "start", "vad": None, "trace_id": None, "format": {"is_float": True}})
+@example({"request": "start", "format": {"is_float": True, "bit_depth": 32.0}})
+@example({"request": "start", "format": {"encoding": "mulaw", "sample_rate": 8000.0}})
+@example({"request": "start", "format": {"encoding": "alaw", "bit_depth": 8, "is_float": True}})
+@example({"request": "start", "format": {"encoding": "pcm", "bit_depth": 8}})
+@example({"request": "start", "vad": {"threshold": 60.000001}})
+@example({"request": "start", "vad": {"min_silence": True}})
+@example({"request": "resume", "resume_token": "t", "last_seq": 2.0})
+@example({"request": "resume", "resume_token": "t", "last_seq": 2.5})
+@example({"request": "stop", "disconnect": None})
 def test_schema_and_parser_agree_on_client_messages(raw):
     verdict = gateway_accepts(raw)
     if verdict is not None:
