@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Set
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -170,10 +171,9 @@ CLIENT_REQUESTS = ("start", "stop", "keepalive", "finalize", "resume")
 HANDLED_REQUESTS = frozenset({"start", "stop"})
 
 
-def parse_client_message(text: str,
-                         accept: frozenset[str] | set[str] = HANDLED_REQUESTS) -> ClientMessage:
+def parse_client_message(text: str, accept: Set[str] = HANDLED_REQUESTS) -> ClientMessage:
     """Parse one JSON text frame from a client. A request the protocol defines but the caller
-    does not handle (not in ``accept``) is refused like an unknown one, naming what is accepted."""
+    does not handle (not in ``accept``) is refused with close 1007, naming what is accepted."""
     try:
         raw = json.loads(text)
     except (json.JSONDecodeError, RecursionError) as exc:
