@@ -1,14 +1,17 @@
 #!/usr/bin/env python
-"""How tests/data/speech_3_sentences.wav was made (needs espeak-ng: apt-get install espeak-ng).
+"""How the speech fixtures in tests/data were made (needs espeak-ng: apt-get install espeak-ng).
 
-Three sentences synthesised separately (espeak-ng 1.51, voice en-us, 175 words per minute),
+Two files, speech_3_sentences.wav and speech_3_more_sentences.wav, each of three sentences
+synthesised separately (espeak-ng 1.51, voice en-us, 175 words per minute),
 resampled from 22.05 kHz to 16 kHz with soxr, trimmed of their own leading and trailing silence,
 joined with 0.7 s pauses and 0.3 s of silence at both ends, a white-noise background at -60 dBFS
 (seed 7) added, scaled to a -3 dBFS peak (the speech is then about -21 dBFS RMS) and written as
-16 kHz mono s16. It prints where each sentence lies; tests/gateway/test_vad.py holds those spans.
-Another espeak-ng version may give slightly different audio, so the committed file is the fixture.
+16 kHz mono s16. It prints where each sentence lies; the tests hold those spans. It also writes
+sentences.gram, a JSGF grammar that allows all six sentences among many others (each slot has
+alternatives), with which pocketsphinx recognises them word for word. Another espeak-ng version may
+give slightly different audio, so the committed files are the fixtures.
 
-Usage: .venv/bin/python scripts/make_speech_wav.py [OUT.wav]
+Usage: .venv/bin/python scripts/make_speech_wav.py [OUT_DIR]
 """
 
 from __future__ import annotations
@@ -23,8 +26,20 @@ import numpy as np
 import soxr
 
 RATE = 16_000
-SENTENCES = ["The brown fox jumps over the dog.", "Please call me back tomorrow.",
-             "Have a nice day."]
+FIXTURES = {
+    "speech_3_sentences.wav": ["The brown fox jumps over the dog.",
+                               "Please call me back tomorrow.", "Have a nice day."],
+    "speech_3_more_sentences.wav": ["The red cat runs over the fence.",
+                                    "Please text me later tonight.", "Have a great day."],
+}
+GRAMMAR = """#JSGF V1.0;
+grammar sentences;
+public <sentence> = <statement> | <request> | <wish>;
+<statement> = the (brown | red | quick) (fox | cat | dog) (jumps | runs | walks)
+              over the (dog | fox | fence);
+<request> = please (call | text | email) me (back | later) (today | tomorrow | tonight);
+<wish> = have a (nice | good | great) day;
+"""
 PAUSE, EDGE = 0.7, 0.3
 
 
@@ -39,12 +54,10 @@ def synthesise(text: str, tmp: Path) -> np.ndarray:
     return x[loud[0]:loud[-1] + 1]
 
 
-def main() -> None:
-    target = Path(sys.argv[1] if len(sys.argv) > 1 else
-                  Path(__file__).resolve().parent.parent / "tests/data/speech_3_sentences.wav")
+def write(target: Path, sentences: list[str]) -> None:
     parts, spans, pos = [], [], round(EDGE * RATE)
     with tempfile.TemporaryDirectory() as tmp:
-        for text in SENTENCES:
+        for text in sentences:
             x = synthesise(text, Path(tmp))
             spans.append((pos / RATE, (pos + len(x)) / RATE))
             parts += [np.zeros(round(PAUSE * RATE)), x]
@@ -61,6 +74,15 @@ def main() -> None:
         w.writeframes(s16.tobytes())
     print(f"{target}: {len(y) / RATE:.2f} s; sentences at",
           ", ".join(f"{a:.3f}-{b:.3f} s" for a, b in spans))
+
+
+def main() -> None:
+    out = Path(sys.argv[1] if len(sys.argv) > 1 else
+               Path(__file__).resolve().parent.parent / "tests/data")
+    for name, sentences in FIXTURES.items():
+        write(out / name, sentences)
+    (out / "sentences.gram").write_text(GRAMMAR, encoding="utf-8")
+    print(f"{out / 'sentences.gram'}: a grammar for all of them")
 
 
 if __name__ == "__main__":

@@ -1,0 +1,165 @@
+"""``transcribe``: speech to text with pocketsphinx, per stream.
+
+Output per segment: ``text``; on a final segment (and on each ``/simple`` chunk) also ``words``, a
+list of ``{"word", "start_time", "end_time", "confidence"}`` with times in seconds on the stream's
+audio timeline. Interim segments give the text so far.
+
+Through today's model interface every interim result carries the whole segment so far; the model
+notices that a call continues the utterance it has open for the stream (same start, the audio it
+already decoded as a prefix) and decodes only the new tail, so interims cost their increment.
+Anything else (a new segment, a retry on another worker) starts a fresh utterance.
+
+The recognition itself lives in :mod:`streamer.workers.models.speech`; this module binds it to the
+worker's model interface and validates the options.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from streamer.config import setting
+from streamer.errors import ConfigError
+from streamer.workers.models.base import Model, SegmentInfo, register
+from streamer.workers.models.speech import DecoderPool, StreamingRecognizer, to_s16
+
+WARMUP_SECONDS = 1.0
+
+
+def _readable_file(name: str, path: str) -> None:
+    if not os.path.isfile(path):
+        raise ConfigError(f"model.{name}: no such file {path!r}")
+    if not os.access(path, os.R_OK):
+        raise ConfigError(f"model.{name}: cannot read {path!r}")
+
+
+def _check_grammar(path: str) -> None:
+    from pocketsphinx import Jsgf, set_loglevel
+    set_loglevel("FATAL")
+    try:
+        Jsgf(path)
+    except (ValueError, RuntimeError):
+        raise ConfigError(f"model.grammar: {path!r} is not a valid JSGF grammar "
+                          "(it must start with '#JSGF V1.0;' and a 'grammar NAME;' line and "
+                          "define a public rule)") from None
+
+
+def _check_keywords(path: str) -> None:
+    with open(path, encoding="utf-8") as f:
+        phrases = [line.strip() for line in f if line.strip()]
+    if not phrases:
+        raise ConfigError(f"model.keywords: {path!r} holds no key phrase (one per line, "
+                          "optionally followed by a threshold like /1e-20/)")
+
+
+@register("transcribe")
+class TranscribeModel(Model):
+    stateful = True
+
+    @dataclass(frozen=True, slots=True)
+    class Params:
+        language_model: str = setting("", doc="n-gram language model file (ARPA or binary); "
+                                      "empty: the bundled US English model")
+        dictionary: str = setting("", doc="pronunciation dictionary; empty: the bundled "
+                                  "CMU dictionary")
+        acoustic_model: str = setting("", doc="acoustic model directory; empty: the bundled "
+                                      "US English model")
+        grammar: str = setting("", doc="JSGF grammar file: recognise only the sentences it "
+                               "allows (instead of the language model)")
+        keywords: str = setting("", doc="key phrase list, one per line with an optional "
+                                "/threshold/: spot those phrases only (instead of the language "
+                                "model)")
+        decoders: int = setting(2, 1, 64, "decoders built per worker; more utterances open at "
+                                "once than this are decoded by turns, replaying audio")
+
+        def __post_init__(self) -> None:
+            # Checked when the gateway validates its config, before any worker starts.
+            chosen = [name for name in ("language_model", "grammar", "keywords")
+                      if getattr(self, name)]
+            if len(chosen) > 1:
+                raise ConfigError(f"model.{chosen[0]} and model.{chosen[1]} exclude each "
+                                  "other: set one of language_model, grammar, keywords")
+            for name in ("language_model", "dictionary", "grammar", "keywords"):
+                if getattr(self, name):
+                    _readable_file(name, getattr(self, name))
+            if self.acoustic_model and not os.path.isdir(self.acoustic_model):
+                raise ConfigError(f"model.acoustic_model: no such directory "
+                                  f"{self.acoustic_model!r}")
+            if self.grammar:
+                _check_grammar(self.grammar)
+            if self.keywords:
+                _check_keywords(self.keywords)
+
+    def __init__(self, params: Params) -> None:
+        super().__init__(params)
+        self._pool: DecoderPool | None = None
+        self._streams: dict[str, StreamingRecognizer] = {}
+
+    def decoder_options(self) -> dict[str, Any]:
+        p = self.params
+        options: dict[str, Any] = {"samprate": 16000, "loglevel": "FATAL"}
+        for key, value in (("hmm", p.acoustic_model), ("dict", p.dictionary),
+                           ("lm", p.language_model), ("jsgf", p.grammar), ("kws", p.keywords)):
+            if value:
+                options[key] = value
+        return options
+
+    def make_decoder(self) -> Any:
+        from pocketsphinx import Decoder
+        try:
+            return Decoder(**self.decoder_options())
+        except RuntimeError:
+            raise ConfigError("pocketsphinx could not build a decoder from "
+                              f"{self.decoder_options()} (a word of the grammar or key "
+                              "phrases missing from the dictionary, or a file in the wrong "
+                              "format)") from None
+
+    @property
+    def pool(self) -> DecoderPool:
+        if self._pool is None:
+            self._pool = DecoderPool(self.make_decoder, self.params.decoders)
+        return self._pool
+
+    def warmup(self) -> None:
+        """Build the decoders and run one utterance through each code path."""
+        rec = StreamingRecognizer(self.pool)
+        t = np.arange(int(WARMUP_SECONDS * 16000)) / 16000
+        rec.feed((0.1 * np.sin(2 * np.pi * 220 * t)).astype(np.float32))
+        rec.partial()
+        rec.finish()
+
+    def recognizer(self, key: str) -> StreamingRecognizer:
+        rec = self._streams.get(key)
+        if rec is None:
+            rec = self._streams[key] = StreamingRecognizer(self.pool)
+        return rec
+
+    def infer(self, audio: np.ndarray, info: SegmentInfo) -> dict[str, Any]:
+        if info.stateful_key is None:  # not through a stateful pool: one-off decode
+            rec = StreamingRecognizer(self.pool)
+        else:
+            rec = self.recognizer(info.stateful_key)
+        fed = rec.samples
+        if (rec.start_time == info.start_time and 0 < fed <= len(audio)
+                and to_s16(audio[:fed]) == rec.fed_pcm()):
+            rec.feed(audio[fed:])  # the same utterance, grown: decode the new part only
+        else:
+            rec.begin(info.start_time)
+            rec.feed(audio)
+        if info.is_final is False:
+            return {"text": rec.partial()}
+        result = rec.finish()
+        return {"text": result.text, "words": [w.to_dict() for w in result.words]}
+
+    def end_stream(self, stateful_key: str) -> None:
+        rec = self._streams.pop(stateful_key, None)
+        if rec is not None:
+            rec.reset()
+
+    @property
+    def streams(self) -> int:
+        """Streams whose state is held (for tests and stats)."""
+        return len(self._streams)
