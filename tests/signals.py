@@ -73,3 +73,17 @@ def read_wav(path: Path) -> np.ndarray:
             raise ValueError(f"{path}: expected 16 kHz mono s16")
         raw = w.readframes(w.getnframes())
     return np.frombuffer(raw, dtype="<i2").astype(np.float32) / 32768.0
+
+
+def click_train(seconds: float, period: float = 0.02, peak: float = 0.9,
+                seed: int = 0) -> np.ndarray:
+    """Loud clicks (5 ms decaying noise bursts) every ``period`` seconds: a rattle, a ratchet,
+    a finger tapping the microphone. Every 20 ms frame holds one, so it is loud throughout."""
+    rng = np.random.default_rng(seed)
+    k = np.arange(80)
+    click = (peak * np.exp(-k / 15.0) * rng.standard_normal(80) / 3.0).astype(np.float32)
+    out = silence(seconds)
+    for t in np.arange(0.0, seconds, period):
+        i = n_samples(float(t))
+        out[i:i + len(click)] += click[:len(out) - i]
+    return np.clip(out, -1.0, 1.0)

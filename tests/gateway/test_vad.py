@@ -9,11 +9,12 @@ import pytest
 
 from streamer.errors import ConfigError, ProtocolError
 from streamer.gateway.segmenters import Activity, Segment, SegmenterOutput
-from streamer.gateway.vad import EnergyVad, VadSegmenter, VadSettings
+from streamer.gateway.vad import EnergyVad, SileroVad, VadSegmenter, VadSettings
 from tests.signals import (
     DATA,
     RATE,
     bursts,
+    click_train,
     concat,
     n_samples,
     noise,
@@ -232,6 +233,67 @@ def test_speech_wav_splits_into_its_three_sentences() -> None:
             assert abs(s.end - n_samples(b)) <= TOL
 
 
+# ---- the silero detector ----------------------------------------------------------------
+
+SENTENCES = [(0.300, 2.245), (2.945, 4.415), (5.115, 5.948)]  # speech_3_sentences.wav
+
+
+def silero(**kw: object) -> VadSettings:
+    return VadSettings(detector="silero", **kw)  # type: ignore[arg-type]
+
+
+def test_the_detector_is_chosen_by_the_settings() -> None:
+    assert isinstance(VadSegmenter(VadSettings()).detector, EnergyVad)
+    seg = VadSegmenter(silero(speech_probability=0.7))
+    assert isinstance(seg.detector, SileroVad) and seg.frame == 512
+    assert seg.detector.threshold == 0.7
+    assert VadSegmenter(silero()).detector is not seg.detector  # one per channel: it has state
+
+
+@pytest.mark.parametrize("gain", [1.0, 0.1])
+def test_silero_finds_the_three_sentences(gain: float) -> None:
+    x = read_wav(DATA / "speech_3_sentences.wav") * np.float32(gain)
+    settings = silero()
+    out = run(x, settings, interim=True, chunk=1234)
+    check_order(out)
+    segs = finals(out)
+    assert len(segs) == 3, [(s.start / RATE, s.end / RATE) for s in segs]
+    for s, (a, b) in zip(segs, SENTENCES, strict=True):
+        assert abs(s.start - n_samples(a - settings.pre_roll)) <= TOL
+        # Silero's probability decays over a frame or three after the last sound
+        assert n_samples(b - 0.05) <= s.end <= n_samples(b + 0.15)
+
+
+@pytest.mark.parametrize(("name", "make"), [
+    ("click train", lambda: click_train(3.0)),
+    ("steady noise", lambda: noise(4.0, -30.0)),
+])
+def test_silero_ignores_clicks_and_noise_the_energy_detector_takes_for_speech(
+        name: str, make: object) -> None:
+    x = concat(silence(1.0), make(), silence(1.0))  # type: ignore[operator]
+    energy = finals(run(x, VadSettings()))
+    assert energy, f"the energy detector should mistake the {name} for speech"
+    assert abs(energy[0].start - n_samples(1.0 - 0.2)) <= TOL  # it fires at the onset
+    assert finals(run(x, silero())) == []
+
+
+def test_silero_results_do_not_depend_on_chunking() -> None:
+    x = read_wav(DATA / "speech_3_sentences.wav")
+    want = [(s.start, s.end) for s in finals(run(x, silero(), chunk=len(x)))]
+    assert [(s.start, s.end) for s in finals(run(x, silero(), chunk=333))] == want
+
+
+def test_silero_threshold_is_a_probability_with_hysteresis() -> None:
+    det = SileroVad(0.5)
+    frames = read_wav(DATA / "speech_3_sentences.wav")[:512 * 60].reshape(60, 512)
+    probs = SileroVad(0.5).probabilities(frames)
+    assert ((probs >= 0) & (probs <= 1)).all() and probs.max() > 0.9 and probs.min() < 0.1
+    speech = det.speech_frames(frames)
+    for i, (p, s) in enumerate(zip(probs.tolist(), speech.tolist(), strict=True)):
+        before = bool(speech[i - 1]) if i else False
+        assert s == (p >= (0.35 if before else 0.5))
+
+
 # ---- settings from the start message --------------------------------------------------
 
 def test_options_override_defaults() -> None:
@@ -240,6 +302,8 @@ def test_options_override_defaults() -> None:
     got = VadSettings.from_options(json.loads('{"min_silence": 0.3, "max_segment": 10}'),
                                    defaults)
     assert got == VadSettings(threshold=10.0, min_silence=0.3, max_segment=10.0)
+    got = VadSettings.from_options({"detector": "silero", "speech_probability": 0.6}, defaults)
+    assert got == VadSettings(threshold=10.0, detector="silero", speech_probability=0.6)
     assert isinstance(got.max_segment, float)
 
 
@@ -255,6 +319,11 @@ def test_options_override_defaults() -> None:
     ({"min_silence": float("inf")}, ["'vad.min_silence'", "inf"]),
     ({"interim_interval": 10**400}, ["'vad.interim_interval'", "got 1000"]),
     ({"max_segment": 1.0, "pre_roll": 1.0, "min_speech": 0.5}, ["max_segment", "pre_roll"]),
+    ({"detector": "neural"}, ["'vad.detector'", "'energy', 'silero'", "'neural'"]),
+    ({"detector": 1}, ["'vad.detector'", "a number"]),
+    ({"detector": None}, ["'vad.detector'", "null"]),
+    ({"speech_probability": 1.5}, ["'vad.speech_probability'", "0.05 to 0.95", "1.5"]),
+    ({"speech_probability": "high"}, ["'vad.speech_probability'", "probability", "a string"]),
 ])
 def test_bad_options_are_protocol_errors_naming_the_field(raw: object,
                                                           words: list[str]) -> None:
@@ -274,10 +343,14 @@ def test_server_defaults_from_the_config_section() -> None:
     assert VadSettings.from_config({}) == VadSettings()
     assert VadSettings.from_config({"threshold": 9, "min_silence": 0.3}) == VadSettings(
         threshold=9.0, min_silence=0.3)
+    assert VadSettings.from_config({"detector": "silero", "speech_probability": 0.6}) == \
+        VadSettings(detector="silero", speech_probability=0.6)
     for raw, words in [({"treshold": 9}, "vad.treshold"), ({"threshold": "9"}, "vad.threshold"),
                        ({"max_segment": 100}, "vad.max_segment"),
                        ({"pre_roll": float("nan")}, "vad.pre_roll"),
-                       ({"max_segment": 1.0, "pre_roll": 1.0}, "max_segment")]:
+                       ({"max_segment": 1.0, "pre_roll": 1.0}, "max_segment"),
+                       ({"detector": "webrtc"}, "vad.detector"),
+                       ({"speech_probability": 0.0}, "vad.speech_probability")]:
         with pytest.raises(ConfigError, match=words):
             VadSettings.from_config(raw)
 
