@@ -277,6 +277,19 @@ def test_silero_ignores_clicks_and_noise_the_energy_detector_takes_for_speech(
     assert finals(run(x, silero())) == []
 
 
+def test_over_steady_noise_silero_keeps_whole_sentences_where_energy_clips_them() -> None:
+    x = read_wav(DATA / "speech_3_sentences.wav")
+    x = x + noise(len(x) / RATE, -35.0, seed=3)
+    energy = finals(run(x, VadSettings()))
+    neural = finals(run(x, silero()))
+    assert len(energy) == len(neural) == 3
+    for s, (a, b) in zip(neural, SENTENCES, strict=True):
+        assert s.start <= n_samples(a) and s.end >= n_samples(b)  # each sentence whole
+    clipped = [s.start > n_samples(a) or s.end < n_samples(b)
+               for s, (a, b) in zip(energy, SENTENCES, strict=True)]
+    assert any(clipped), [(s.start / RATE, s.end / RATE) for s in energy]
+
+
 def test_silero_results_do_not_depend_on_chunking() -> None:
     x = read_wav(DATA / "speech_3_sentences.wav")
     want = [(s.start, s.end) for s in finals(run(x, silero(), chunk=len(x)))]

@@ -102,3 +102,15 @@ def test_the_report_renders_tables_and_a_plot(results, tmp_path):
     png = tmp_path / "plot.png"
     bench_report.plot(merged, png)
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_vad_bench_compares_the_two_detectors() -> None:
+    proc = subprocess.run([sys.executable, str(SCRIPTS / "bench_vad.py"), "--quick"], cwd=ROOT,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    rows = [line.split() for line in proc.stdout.splitlines()
+            if line.strip() and line.split()[-1].isdigit()]
+    assert len(rows) >= 3
+    for row in rows:
+        energy, silero, ratio = float(row[-5]), float(row[-4]), float(row[-3])
+        assert 0 < energy < silero and ratio > 1  # the network costs more than a mean square
