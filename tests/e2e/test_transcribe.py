@@ -9,8 +9,6 @@ from streamer.client import stream_audio
 from streamer.protocol import AudioFormat, ErrorEvent, SegmentEvent
 from tests.signals import DATA, RATE, read_wav
 
-pytest.importorskip("pocketsphinx")  # the server extra; CI installs it
-
 SEGMENTED = "/api/v1/segmented"
 SIMPLE = "/api/v1/simple"
 GRAMMAR = str(DATA / "sentences.gram")

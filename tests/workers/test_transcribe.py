@@ -12,8 +12,6 @@ from streamer.workers.models.speech import DecoderPool, StreamingRecognizer, Tra
 from streamer.workers.models.transcribe import TranscribeModel
 from tests.signals import DATA, RATE, n_samples, read_wav
 
-pytest.importorskip("pocketsphinx")  # the server extra; CI installs it
-
 GRAMMAR = str(DATA / "sentences.gram")
 # (file, [(first second, last second, words)]), spans known from the synthesis
 FIXTURES = [
