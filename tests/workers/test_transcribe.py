@@ -169,8 +169,27 @@ def test_interims_through_the_model_decode_only_the_new_audio(
     final = grammar_model.infer(audio, info(key, start, audio))
     assert final["text"] == CASES[0][3]
     assert [len(t.split()) for t in texts] == sorted(len(t.split()) for t in texts)
+    held = grammar_model.streams
     grammar_model.end_stream(key)
-    assert key not in grammar_model._streams
+    assert grammar_model.streams == held - 1  # the stream's state is dropped at its end
+
+
+def test_without_a_stateful_key_each_call_stands_alone(grammar_model: TranscribeModel) -> None:
+    audio, start = sentence(*CASES[2][:3])
+    half = audio[:len(audio) // 2]
+    assert grammar_model.infer(half, info(None, start, half, False))["text"]
+    assert grammar_model.pool.in_use == 0  # nothing kept, the decoder went back
+    assert grammar_model.infer(audio, info(None, start, audio))["text"] == CASES[2][3]
+
+
+def test_non_finite_samples_do_not_break_decoding(grammar_model: TranscribeModel) -> None:
+    audio, start = sentence(*CASES[2][:3])
+    bad = audio.copy()
+    bad[100:110] = np.nan
+    bad[200] = np.inf
+    out = grammar_model.infer(bad, info("nan", start, bad))
+    assert out["text"] == CASES[2][3]
+    grammar_model.end_stream("nan")
 
 
 def test_a_chunk_of_simple_is_decoded_on_its_own(grammar_model: TranscribeModel) -> None:

@@ -51,7 +51,7 @@ class Transcript:
 
 def to_s16(audio: np.ndarray) -> bytes:
     """Float samples in [-1, 1] as the little-endian 16-bit PCM pocketsphinx reads."""
-    x = np.asarray(audio, dtype=np.float32)
+    x = np.nan_to_num(np.asarray(audio, dtype=np.float32), nan=0.0, posinf=1.0, neginf=-1.0)
     return np.clip(np.round(x * 32767.0), -32768, 32767).astype("<i2").tobytes()
 
 

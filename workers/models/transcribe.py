@@ -138,10 +138,16 @@ class TranscribeModel(Model):
         return rec
 
     def infer(self, audio: np.ndarray, info: SegmentInfo) -> dict[str, Any]:
-        if info.stateful_key is None:  # not through a stateful pool: one-off decode
+        if info.stateful_key is None:  # not through a stateful pool: a one-off decode
             rec = StreamingRecognizer(self.pool)
-        else:
-            rec = self.recognizer(info.stateful_key)
+            try:
+                return self._run(rec, audio, info)
+            finally:
+                rec.reset()  # gives its decoder back
+        return self._run(self.recognizer(info.stateful_key), audio, info)
+
+    def _run(self, rec: StreamingRecognizer, audio: np.ndarray,
+             info: SegmentInfo) -> dict[str, Any]:
         fed = rec.samples
         if (rec.start_time == info.start_time and 0 < fed <= len(audio)
                 and to_s16(audio[:fed]) == rec.fed_pcm()):
