@@ -227,6 +227,15 @@ def test_a_broken_grammar_or_empty_keyword_list_is_refused(tmp_path) -> None:  #
         make_model("transcribe", {"keywords": str(empty)})
 
 
+def test_a_word_missing_from_the_dictionary_is_named(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    oov = tmp_path / "oov.gram"
+    oov.write_text("#JSGF V1.0;\ngrammar x;\n// a comment\n"
+                   "public <s> = hello (world | zzqxworld) [<more>];\n<more> = please;\n")
+    model = make_model("transcribe", {"grammar": str(oov), "decoders": 1})
+    with pytest.raises(ConfigError, match=r"model.grammar: not in the dictionary: zzqxworld$"):
+        model.warmup()
+
+
 def test_keyword_spotting_finds_a_phrase(tmp_path) -> None:  # type: ignore[no-untyped-def]
     phrases = tmp_path / "phrases.txt"
     phrases.write_text("tomorrow /1e-10/\n")

@@ -16,6 +16,7 @@ worker's model interface and validates the options.
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -112,10 +113,32 @@ class TranscribeModel(Model):
         try:
             return Decoder(**self.decoder_options())
         except RuntimeError:
-            raise ConfigError("pocketsphinx could not build a decoder from "
-                              f"{self.decoder_options()} (a word of the grammar or key "
-                              "phrases missing from the dictionary, or a file in the wrong "
-                              "format)") from None
+            pass
+        missing = self.words_not_in_dictionary()
+        if missing:
+            raise ConfigError(f"model.{'grammar' if self.params.grammar else 'keywords'}: "
+                              f"not in the dictionary: {', '.join(missing[:20])}")
+        raise ConfigError(f"pocketsphinx could not build a decoder from "
+                          f"{self.decoder_options()} (a file in the wrong format?)")
+
+    def words_not_in_dictionary(self) -> list[str]:
+        """Words of the grammar or key phrases the dictionary lacks (why a build fails)."""
+        source = self.params.grammar or self.params.keywords
+        if not source:
+            return []
+        from pocketsphinx import get_model_path
+        dictionary = self.params.dictionary or get_model_path("en-us/cmudict-en-us.dict")
+        with open(dictionary, encoding="utf-8", errors="replace") as f:
+            known = {line.split(maxsplit=1)[0].split("(")[0] for line in f if line.strip()}
+        with open(source, encoding="utf-8", errors="replace") as f:
+            text = f.read()
+        if self.params.grammar:  # drop comments, the header, rule names, tags and weights
+            text = re.sub(r"//[^\n]*|/\*[\s\S]*?\*/|#JSGF[^;]*;|grammar [^;]*;|import [^;]*;"
+                          r"|<[^>]*>|\{[^}]*\}|/[^/\n]*/|\bpublic\b", " ", text)
+        else:
+            text = re.sub(r"/[^/]*/", " ", text)
+        words = re.findall(r"[^\s()\[\]|*+;=]+", text)
+        return sorted({w for w in words if w not in known and w.lower() not in known})
 
     @property
     def pool(self) -> DecoderPool:
