@@ -73,6 +73,7 @@ async def test_open_vocabulary_on_simple_transcribes_each_chunk(gateway) -> None
     assert sum(len(c.output["words"]) for c in chunks) > 0
 
 
+@pytest.mark.sends_invalid
 async def test_a_bad_detector_is_refused_with_1007(gateway) -> None:  # type: ignore[no-untyped-def]
     server = await gateway(workers=1)
     report = await stream_audio(str(server.make_url(SEGMENTED)), AudioFormat(),

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from jsonschema import Draft202012Validator
 
 from streamer.errors import ProtocolError
-from streamer.gateway.vad import VadSettings
+from streamer.gateway.vad import DETECTORS, VadSettings
 from streamer.protocol import (
     CLIENT_REQUESTS,
     ActivityEvent,
@@ -86,8 +86,10 @@ def test_vad_detector_names_are_allowed():
 
 def test_vad_ranges_match_the_gateway_settings():
     properties = schema()["$defs"]["VadOptions"]["properties"]
+    assert set(properties) == {f.name for f in dataclasses.fields(VadSettings)}
+    assert properties["detector"]["enum"] == list(DETECTORS)
     for f in dataclasses.fields(VadSettings):
-        if "min" in f.metadata:
+        if f.metadata.get("min") is not None:  # a number with a range, not the detector's name
             assert properties[f.name]["minimum"] == f.metadata["min"], f.name
             assert properties[f.name]["maximum"] == f.metadata["max"], f.name
 
