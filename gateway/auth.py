@@ -297,6 +297,17 @@ def presented_credential(headers: Mapping[str, str], query: Mapping[str, str]) -
     return cred
 
 
+def check_subprotocols(headers: Mapping[str, str]) -> None:
+    """A token subprotocol needs ``streamer.v1`` offered beside it: the gateway selects that one
+    (a browser fails a handshake where none is selected), and aiohttp logs offered protocols it
+    cannot select, which would put the token in the log."""
+    offered = [p.strip() for p in headers.get("Sec-WebSocket-Protocol", "").split(",")]
+    if SUBPROTOCOL not in offered and any(p.startswith(TOKEN_SUBPROTOCOL_PREFIX)
+                                          for p in offered):
+        raise Refused(400, "missing_subprotocol", f"offer the subprotocol '{SUBPROTOCOL}' "
+                      "together with the token subprotocol")
+
+
 # ---- origins -----------------------------------------------------------------------------
 def _normal_origin(origin: str) -> str:
     origin = origin.strip().rstrip("/").lower()

@@ -26,6 +26,7 @@ from streamer.gateway.auth import (
     Tokens,
     check_exposure,
     check_origin,
+    check_subprotocols,
     presented_credential,
 )
 from streamer.gateway.keylimits import KeyLimits, KeyMetrics, Lease
@@ -50,6 +51,7 @@ class Gate:
 
     def admit(self, request: web.BaseRequest) -> Lease | None:
         """A lease on the request's key (None when the gateway runs without keys)."""
+        check_subprotocols(request.headers)
         check_origin(self.settings, request.headers.get("Origin"), request.headers.get("Host"))
         if not self.settings.required:
             return None

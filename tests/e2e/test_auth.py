@@ -108,6 +108,9 @@ async def test_a_fresh_token_streams_in_the_url_and_as_a_subprotocol(gateway):
             http.ws_connect(server.make_url(SIMPLE), protocols=tuple(issued["subprotocols"])) \
             as ws:
         assert ws.protocol == "streamer.v1"  # a browser needs one offered protocol selected
+    # the token alone would not be selected (and aiohttp would log what it cannot select)
+    status, body, _ = await upgrade(server, {"Sec-WebSocket-Protocol": f"streamer.token.{token}"})
+    assert status == 400 and body["reason"] == "missing_subprotocol"
 
 
 async def test_an_expired_token_gets_401_then_a_fresh_one_works(gateway):
