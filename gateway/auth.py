@@ -345,8 +345,15 @@ def same_origin(origin: str, host_header: str | None) -> bool:
 
 def check_origin(settings: AuthSettings, origin: str | None, host_header: str | None) -> None:
     """403 unless the origin may open a websocket. No ``Origin``: not a browser, allowed (the
-    header is how a browser tells a server which page is asking; other clients have no page)."""
-    if origin is None or same_origin(origin, host_header):
+    header is how a browser tells a server which page is asking; other clients have no page).
+
+    Without keys on loopback, the gateway's own origin counts only under a loopback name: a
+    page can point a name it owns at 127.0.0.1 (DNS rebinding) and then look same-origin."""
+    if origin is None:
+        return
+    if same_origin(origin, host_header) and (
+            settings.required or settings.allow_anonymous
+            or is_loopback(urlsplit(origin).hostname or "")):
         return
     allowed = settings.allowed_origins
     if "*" in allowed or (not allowed and settings.required):

@@ -138,16 +138,28 @@ def test_origin_rules_without_keys_with_keys_and_with_a_list():
             return False
         return True
 
-    open_ = AuthSettings()
+    open_ = AuthSettings(allow_anonymous=True)  # serving gw.example on purpose
     keyed = AuthSettings(keys=(KeySpec("a", hash_key("k")),))
-    listed = AuthSettings.from_config({"allowed_origins": ["https://App.example.com/"]})
+    listed = AuthSettings.from_config({"allowed_origins": ["https://App.example.com/"],
+                                       "allow_anonymous": True})
     anyone = AuthSettings.from_config({"allowed_origins": "*"})
     for settings in (open_, keyed, listed, anyone):
         assert allowed(settings, None) and allowed(settings, "http://gw.example:8080")
     assert not allowed(open_, "https://evil.example")
+    assert not allowed(AuthSettings(), "http://gw.example:8080")  # see the next test
     assert allowed(keyed, "https://evil.example")  # a credential is needed anyway
     assert allowed(listed, "https://app.example.com") and not allowed(listed, "https://b.example")
     assert allowed(anyone, "https://evil.example")
+
+
+def test_without_keys_a_rebound_name_is_not_the_gateways_own_origin():
+    # evil.example resolved to 127.0.0.1: Host and Origin agree, but the page is not ours
+    with pytest.raises(Refused):
+        check_origin(AuthSettings(), "http://evil.example:8080", "evil.example:8080")
+    check_origin(AuthSettings(), "http://localhost:8080", "localhost:8080")
+    check_origin(AuthSettings(), "http://[::1]:8080", "[::1]:8080")
+    check_origin(AuthSettings(keys=(KeySpec("a", hash_key("k")),)),
+                 "https://gw.example", "gw.example")
 
 
 def test_config_errors_name_the_setting_and_never_echo_a_secret():
