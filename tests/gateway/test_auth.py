@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 
 import pytest
@@ -225,3 +226,18 @@ def test_session_leases_are_counted_and_released_once():
     with pytest.raises(Refused):
         limits.admit(spec)
     second.release(), third.release()
+
+
+def test_the_auth_section_comes_from_files_environment_and_flags_and_dumps_without_secrets():
+    from streamer.config import load_config
+
+    key = new_key()
+    entry = {"name": "alice", "hash": hash_key(key), "max_sessions": 2}
+    env = {"STREAMER_AUTH__KEYS": json.dumps([entry]),
+           "STREAMER_AUTH__TOKEN_SECRET": "x" * 40}
+    config = load_config(env=env, overrides={"auth.allow_anonymous": True})
+    settings = AuthSettings.from_config(config.auth)
+    assert settings.keys == (KeySpec("alice", hash_key(key), 2),)
+    assert settings.token_secret == b"x" * 40 and settings.allow_anonymous
+    dumped = json.dumps(config.to_dict())
+    assert "x" * 40 not in dumped and "x" * 40 not in repr(config) + repr(settings)
