@@ -107,7 +107,7 @@ def main(argv: list[str] | None = None) -> None:
     try:
         web.run_app(app, host=config.server.host, port=config.server.port, print=listening,
                     access_log=None, ssl_context=ssl_context)
-    except PoolUnavailable as exc:
+    except (PoolUnavailable, ConfigError) as exc:
         log.error("cannot start: %s", exc)
         raise SystemExit(1) from None
     finally:

@@ -62,7 +62,12 @@ class MetricsListener:
             site = web.UnixSite(self._runner, self.address)
         else:
             site = web.TCPSite(self._runner, *self.address)
-        await site.start()
+        try:
+            await site.start()
+        except OSError as exc:
+            await self._runner.cleanup()
+            raise ConfigError(f"cannot serve metrics on {describe(self.address)}: "
+                              f"{exc.strerror or exc}") from None
         server = getattr(site, "_server", None)
         socks = getattr(server, "sockets", None) or []
         if socks and not isinstance(self.address, str):

@@ -207,3 +207,30 @@ def test_tls_streams_over_wss_and_no_secret_appears_anywhere(tmp_path):
     for where, text in places.items():
         for what, secret in secrets.items():
             assert secret not in text, f"the {what} appears in the {where}"
+
+
+def test_a_metrics_address_in_use_stops_the_gateway_with_a_message():
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        out = subprocess.run([str(BIN / "streamer-gateway"), "--port", str(free_port()),
+                              "--workers", "1", "--metrics-address", f"127.0.0.1:{port}"],
+                             capture_output=True, text=True, timeout=90, env=clean_env())
+    assert out.returncode == 1, out.stderr
+    assert f"cannot start: cannot serve metrics on 127.0.0.1:{port}" in out.stderr
+    assert "Traceback" not in out.stderr
+
+
+def test_tls_needs_both_files_and_they_must_load(tmp_path):
+    bogus = tmp_path / "bogus.pem"
+    bogus.write_text("-----BEGIN CERTIFICATE-----\nnot base64\n-----END CERTIFICATE-----\n")
+    for args, words in ((["--tls-cert", str(bogus)], "TLS needs both --tls-cert and --tls-key"),
+                        (["--tls-cert", str(tmp_path / "no.pem"), "--tls-key", str(bogus)],
+                         "does not exist"),
+                        (["--tls-cert", str(bogus), "--tls-key", str(bogus)],
+                         "cannot load the TLS certificate")):
+        out = subprocess.run([str(BIN / "streamer-gateway"), "--workers", "1", *args],
+                             capture_output=True, text=True, timeout=60, env=clean_env())
+        assert out.returncode == 2 and words in out.stderr, out.stderr
+        assert "not base64" not in out.stderr
