@@ -15,6 +15,7 @@ from aiohttp import web
 
 from streamer.config import Config, describe_settings, load_config, parse_assignment
 from streamer.errors import ConfigError, PoolUnavailable
+from streamer.gateway.auth import describe_settings as describe_auth_settings
 from streamer.gateway.vad import VadSettings
 from streamer.logs import setup_logging
 from streamer.tracing import shutdown_tracing
@@ -26,7 +27,8 @@ def build_parser() -> argparse.ArgumentParser:
     vad = "\n".join(f"  vad.{f.name} (default {f.default!r}): {f.metadata['doc']}"
                     for f in dataclasses.fields(VadSettings))
     settings = "\n".join(f"  {name} (default {default!r}): {doc}"
-                         for name, default, doc in describe_settings())
+                         for name, default, doc in (*describe_settings(),
+                                                    *describe_auth_settings()))
     parser = argparse.ArgumentParser(
         prog="streamer-gateway", formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Serve live audio over websockets (/api/v1/simple, /api/v1/segmented), "
@@ -47,6 +49,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
                         help="any setting, repeatable (e.g. --set model.delay=0.05)")
     parser.add_argument("--log-level", help="DEBUG, INFO, WARNING or ERROR")
+    parser.add_argument("--tls-cert", metavar="PEM", help="serve https/wss with this "
+                        "certificate (chain) file; needs --tls-key")
+    parser.add_argument("--tls-key", metavar="PEM", help="private key file for --tls-cert")
+    parser.add_argument("--metrics-address", metavar="HOST:PORT",
+                        help="serve /metrics here (a bare PORT binds 127.0.0.1) and not on the "
+                             "main port")
+    parser.add_argument("--allow-anonymous", action="store_true", default=None,
+                        help="without API keys (auth.keys), serve on a non-loopback address "
+                             "anyway: anyone who reaches it may use the workers")
     return parser
 
 
@@ -55,7 +66,10 @@ def config_from_args(args: argparse.Namespace) -> Config:
     for flag, dotted in (("host", "server.host"), ("port", "server.port"),
                          ("workers", "pool.workers"), ("model", "model.name"),
                          ("log_level", "server.log_level"),
-                         ("worker_address", "pool.worker_address")):
+                         ("worker_address", "pool.worker_address"),
+                         ("tls_cert", "server.tls_cert"), ("tls_key", "server.tls_key"),
+                         ("metrics_address", "server.metrics_address"),
+                         ("allow_anonymous", "auth.allow_anonymous")):
         value = getattr(args, flag)
         if value is not None:
             overrides[dotted] = value
@@ -73,8 +87,10 @@ def main(argv: list[str] | None = None) -> None:
     from streamer.gateway.app import (
         create_app,  # after logging, so import-time messages are formatted
     )
+    from streamer.gateway.listeners import tls_context
 
     try:
+        ssl_context = tls_context(config.server)
         app = create_app(config)
     except ConfigError as exc:
         print(f"streamer-gateway: configuration error: {exc}", file=sys.stderr)
@@ -83,14 +99,15 @@ def main(argv: list[str] | None = None) -> None:
                 if config.pool.worker_address else "")
 
     def listening(_: str) -> None:  # run_app calls this once the port is open
-        log.info("listening on http://%s:%d (%d workers%s, model %s)", config.server.host,
+        log.info("listening on %s://%s:%d (%d workers%s, model %s)",
+                 "https" if ssl_context else "http", config.server.host,
                  config.server.port, config.pool.workers, attached, config.model.name)
 
     app.on_shutdown.insert(0, _second_signal_exits_at_once)
     try:
         web.run_app(app, host=config.server.host, port=config.server.port, print=listening,
-                    access_log=None)
-    except PoolUnavailable as exc:
+                    access_log=None, ssl_context=ssl_context)
+    except (PoolUnavailable, ConfigError) as exc:
         log.error("cannot start: %s", exc)
         raise SystemExit(1) from None
     finally:

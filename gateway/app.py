@@ -10,6 +10,8 @@ from aiohttp import web
 
 from streamer.config import Config
 from streamer.gateway.admission import Admission
+from streamer.gateway.gate import install_gate
+from streamer.gateway.listeners import install_metrics_listener
 from streamer.gateway.looplag import LoopLagMonitor
 from streamer.gateway.metrics import Metrics
 from streamer.gateway.pool import Pool, make_pool
@@ -40,6 +42,8 @@ def create_app(config: Config, pool: Pool | None = None) -> web.Application:
     app.cleanup_ctx.append(_pool_ctx)
     app.on_shutdown.append(_drain_sessions)
     add_routes(app)
+    install_gate(app, config)  # who may connect: keys, tokens, origins, per-key limits
+    install_metrics_listener(app, config)
     return app
 
 

@@ -8,6 +8,8 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from streamer.config import Config
 from streamer.errors import ProtocolError
 from streamer.gateway.audio import MODEL_RATE
+from streamer.gateway.auth import SUBPROTOCOL
+from streamer.gateway.gate import current_lease
 from streamer.gateway.segmenters import FixedSegmenter, Segmenter
 from streamer.gateway.session import SegmenterFactory, Session
 from streamer.gateway.state import ADMISSION, CONFIG, LOOP_LAG, METRICS, POOL, SESSIONS
@@ -49,13 +51,15 @@ def websocket_route(endpoint: str, make_segmenters: SegmenterFactory):  # type: 
             return web.json_response(
                 {"type": "error", "reason": refusal.reason, "message": refusal.message},
                 status=503, headers={"Retry-After": str(refusal.retry_after)})
+        lease = current_lease()  # the API key's hold, from the gate (None without keys)
         ws = web.WebSocketResponse(
             max_msg_size=config.server.max_msg_size * HARD_FRAME_LIMIT_FACTOR,
-            heartbeat=config.server.heartbeat or None)
+            heartbeat=config.server.heartbeat or None, protocols=(SUBPROTOCOL,))
         await ws.prepare(request)
         session = Session(ws, app[POOL], config, endpoint, make_segmenters, app[METRICS],
                           transport=request.transport,
-                          traceparent_header=request.headers.get("traceparent"))
+                          traceparent_header=request.headers.get("traceparent"),
+                          on_media=lease.charge if lease is not None else None)
         sessions.add(session)
         app[METRICS].sessions.labels(endpoint).inc()
         try:

@@ -110,7 +110,8 @@ class _Stream:
 class Session:
     def __init__(self, ws: web.WebSocketResponse, pool: Pool, config: Config, endpoint: str,
                  make_segmenters: SegmenterFactory, metrics: Metrics,
-                 transport: Any = None, traceparent_header: str | None = None) -> None:
+                 transport: Any = None, traceparent_header: str | None = None,
+                 on_media: Callable[[float], str | None] | None = None) -> None:
         self.ws = ws
         self.pool = pool
         self.config = config
@@ -121,6 +122,8 @@ class Session:
         self._transport = transport
         self._traceparent_header = traceparent_header
         self._make_segmenters = make_segmenters
+        # told each frame's channel-seconds; a message back ends the stream (a key's audio rate)
+        self._on_media = on_media
         self._stream: _Stream | None = None
         self._streams_started = 0
         self._slots = asyncio.Semaphore(config.session.max_inflight)
@@ -268,6 +271,11 @@ class Session:
             raise ProtocolError(f"stream longer than the maximum of "
                                 f"{self.config.session.max_stream_seconds:g} s of audio",
                                 WSCloseCode.POLICY_VIOLATION)
+        if self._on_media is not None:
+            over = self._on_media(audio.shape[0] * audio.shape[1] / MODEL_RATE)
+            if over is not None:
+                await self._finish_stream()
+                raise ProtocolError(over, WSCloseCode.POLICY_VIOLATION)
 
     def _observe_decode(self, seconds: float, spent: float) -> None:
         if seconds > 0:

@@ -1,9 +1,11 @@
 """Configuration: defaults < file (JSON or TOML) < ``STREAMER_*`` environment < CLI flags.
 
-The file has one table per section (``server``, ``pool``, ``session``, ``model``, ``vad``); the
-upstream ``config.json`` shape (``{"model": {"delay": 0.5, ...}}``) is a valid file. The ``model``
+The file has one table per section (``server``, ``pool``, ``session``, ``model``, ``vad``,
+``auth``); the upstream ``config.json`` shape (``{"model": {"delay": 0.5, ...}}``) is a valid
+file. The ``model``
 section holds ``name`` plus that model's own parameters, which the model validates when it is
-built; ``vad`` holds the server's voice-activity defaults, validated by the gateway.
+built; ``vad`` holds the server's voice-activity defaults and ``auth`` who may connect, both
+validated by the gateway.
 Environment variables name a setting as ``STREAMER_<SECTION>__<KEY>`` (``STREAMER_POOL__WORKERS=4``,
 ``STREAMER_MODEL__DELAY=0.1``); a few common ones have short forms (``STREAMER_PORT``).
 """
@@ -46,6 +48,12 @@ class ServerConfig:
                                       "runs a timer this many seconds late")
     drain_timeout: float = setting(10.0, 0.0, 3600.0, "at shutdown, seconds a streaming "
                                    "session gets to receive its results before close 1001")
+    tls_cert: str = setting("", doc="PEM certificate (chain) file: serve https/wss (with "
+                            "tls_key); empty: plain http/ws")
+    tls_key: str = setting("", doc="PEM private key file for tls_cert")
+    metrics_address: str = setting("", doc="HOST:PORT (a bare PORT binds 127.0.0.1) where "
+                                   "/metrics is served instead of the main port; empty: the "
+                                   "main port")
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,6 +126,8 @@ class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     # Voice-activity defaults for /api/v1/segmented, validated by the gateway (gateway/vad.py).
     vad: Mapping[str, Any] = field(default_factory=dict)
+    # Who may connect (keys, tokens, origins), validated by the gateway (gateway/auth.py).
+    auth: Mapping[str, Any] = field(default_factory=dict, repr=False)
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {}
@@ -125,6 +135,8 @@ class Config:
             out[sec] = dataclasses.asdict(getattr(self, sec))
         out["model"] = {"name": self.model.name, **self.model.params}
         out["vad"] = dict(self.vad)
+        out["auth"] = {k: ("<secret>" if k == "token_secret" and v else v)
+                       for k, v in self.auth.items()}
         return out
 
 
@@ -143,7 +155,7 @@ def load_config(path: str | os.PathLike[str] | None = None,
                 overrides: Mapping[str, Any] | None = None) -> Config:
     """Build a validated config from a file, the environment and dotted CLI overrides."""
     env = os.environ if env is None else env
-    raw: dict[str, dict[str, Any]] = {name: {} for name in (*_SECTIONS, "model", "vad")}
+    raw: dict[str, dict[str, Any]] = {name: {} for name in (*_SECTIONS, "model", "vad", "auth")}
     if path is None and env.get(ENV_PREFIX + "CONFIG"):
         path = env[ENV_PREFIX + "CONFIG"]
     if path is not None:
@@ -236,7 +248,8 @@ def _build(raw: dict[str, dict[str, Any]]) -> Config:
     name = model.pop("name", "counter")
     if not isinstance(name, str) or not name:
         raise ConfigError("model.name must be a model's name, like 'counter'")
-    return Config(model=ModelConfig(name=name, params=model), vad=dict(raw["vad"]), **sections)
+    return Config(model=ModelConfig(name=name, params=model), vad=dict(raw["vad"]),
+                  auth=dict(raw["auth"]), **sections)
 
 
 def build_section(name: str, cls: type, values: Mapping[str, Any]) -> Any:
