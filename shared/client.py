@@ -103,14 +103,10 @@ def check_url(url: str) -> URL:
     try:
         parsed = URL(url)
     except (ValueError, TypeError) as exc:
-        raise InvalidURL(f"{url!r} is not a URL ({exc})") from None
+        raise InvalidURL(f"{url!r} is not a valid URL ({exc})") from None
     if parsed.scheme not in ("ws", "wss", "http", "https") or not parsed.host:
         raise InvalidURL(f"{url!r} is not a websocket URL; expected "
                          "ws://HOST:PORT/api/v1/segmented (or wss://, or /api/v1/simple)")
-    try:
-        parsed.port  # noqa: B018  (a port out of range raises here)
-    except ValueError as exc:
-        raise InvalidURL(f"{url!r} has a bad port ({exc})") from None
     return parsed
 
 
@@ -357,13 +353,16 @@ class connect:  # noqa: N801  (used like a function: ``async with connect(...)``
     OpenTelemetry span's); ``options`` are further ``start`` fields (``vad={...}``).
     ``retries`` > 0 retries a refused connection after the gateway's Retry-After (1 s if it
     gives none), unless that is longer than ``max_retry_wait``; then ``Refused`` is raised.
+    ``on_refused(refused, wait)`` is told before each wait (to show "waiting for the server").
     """
 
     def __init__(self, url: str, *, format: AudioFormat | None = None,  # noqa: A002
                  interim_results: bool = False, trace_id: str | None = None,
                  headers: dict[str, str] | None = None, retries: int = 0,
-                 max_retry_wait: float = 30.0, connect_timeout: float = 10.0,
-                 close_timeout: float = 10.0, **options: Any) -> None:
+                 max_retry_wait: float = 30.0,
+                 on_refused: Callable[[Refused, float], None] | None = None,
+                 connect_timeout: float = 10.0, close_timeout: float = 10.0,
+                 **options: Any) -> None:
         check_url(url)
         if retries < 0:
             raise ValueError("retries must not be negative")
@@ -374,6 +373,7 @@ class connect:  # noqa: N801  (used like a function: ``async with connect(...)``
         self._headers = headers
         self._retries = retries
         self._max_retry_wait = max_retry_wait
+        self._on_refused = on_refused
         self._timeouts = (connect_timeout, close_timeout)
         self._stream: Stream | None = None
 
@@ -390,6 +390,8 @@ class connect:  # noqa: N801  (used like a function: ``async with connect(...)``
                 if attempt >= self._retries or wait > self._max_retry_wait:
                     raise
                 attempt += 1
+                if self._on_refused is not None:
+                    self._on_refused(refused, wait)
                 await asyncio.sleep(wait)
         try:
             await client.start(self.format, **self._start)

@@ -484,6 +484,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True,
                    help="progress on stderr: a line fitted to the terminal, or a plain line "
                         "every few seconds when stderr is not a terminal (default: on)")
+    p.add_argument("--progress-every", type=float, default=5.0, metavar="SECONDS",
+                   help="seconds between plain progress lines (default %(default)g)")
     cap = p.add_argument_group("capacity search")
     cap.add_argument("--find-capacity", action="store_true",
                      help="search the largest number of real-time sessions meeting the target")
@@ -523,7 +525,8 @@ def _check_args(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     for name in ("sessions", "streams", "channels", "max_sessions"):
         if getattr(args, name) < 1:
             p.error(f"--{name.replace('_', '-')} must be at least 1")
-    for name in ("seconds", "drain_timeout", "segment_seconds", "target_p99_ms"):
+    for name in ("seconds", "drain_timeout", "segment_seconds", "target_p99_ms",
+                 "progress_every"):
         if getattr(args, name) <= 0:
             p.error(f"--{name.replace('_', '-')} must be positive")
     if args.ramp_up < 0:
@@ -557,7 +560,8 @@ def main(argv: list[str] | None = None) -> None:
         fail(PROG, f"cannot read {args.input}: {exc.strerror or exc}", EXIT_USAGE)
     except ValueError as exc:
         fail(PROG, str(exc), EXIT_USAGE)
-    progress = Progress(sys.stderr, live=sys.stderr.isatty()) if args.progress else None
+    progress = (Progress(sys.stderr, live=sys.stderr.isatty(), every=args.progress_every)
+                if args.progress else None)
     try:
         if args.find_capacity:
             cap = asyncio.run(_search(args, settings, progress))
