@@ -230,3 +230,21 @@ async def test_wav_files_of_every_width_stream(gateway, tmp_path):
     mono = write_wav(tmp_path / "m.wav", AudioFormat(), 0.5)
     report = await stream_file(str(server.make_url(SIMPLE)), mono, sample_format="f32")
     assert report.results == 1
+
+
+@pytest.mark.parametrize("module", ["streamer.client", "streamer.client_cli", "streamer.loadtest"])
+def test_the_client_side_loads_no_server_module(module):
+    """Everything is installed here, so only the imports themselves can keep these out."""
+    import json
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-c", f"import json, sys, {module}; "
+                          "print(json.dumps(sorted(sys.modules)))"],
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    loaded = json.loads(out.stdout)
+    server = ("msgpack", "soxr", "prometheus_client", "psutil", "opentelemetry.sdk",
+              "streamer.gateway", "streamer.workers", "soundfile", "matplotlib")
+    assert [m for m in loaded if m.startswith(server)] == []
+    assert module in loaded
