@@ -29,10 +29,10 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-async def run(*args: str, timeout: float = 60) -> tuple[int, str, str]:
+async def run(*args: str, within: float = 60) -> tuple[int, str, str]:
     proc = await asyncio.create_subprocess_exec(
         *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=ENV)
-    out, err = await asyncio.wait_for(proc.communicate(), timeout)
+    out, err = await asyncio.wait_for(proc.communicate(), within)
     assert proc.returncode is not None
     return proc.returncode, out.decode(), err.decode()
 
@@ -128,7 +128,7 @@ async def test_a_capacity_search_counts_its_probes_and_plots_them(gateway, tmp_p
     code, out, err = await run(
         str(BIN / "streamer-loadtest"), "--addr", str(server.make_url("/")), "--endpoint",
         "simple", "--find-capacity", "-n", "1", "--max-sessions", "2", "--duration", "1",
-        "--seconds", "1", "--ramp-up", "0", "--no-progress", "--plot", str(png), timeout=120)
+        "--seconds", "1", "--ramp-up", "0", "--no-progress", "--plot", str(png), within=120)
     assert code == 0, err
     assert "probe 1 of about 2: 1 sessions pass" in err
     assert "probe 2 of about 2: 2 sessions pass" in err
