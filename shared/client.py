@@ -26,6 +26,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
+import socket
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Generator
@@ -130,13 +132,20 @@ async def open_websocket(url: str, session: aiohttp.ClientSession, *,
     except aiohttp.InvalidURL as exc:
         raise InvalidURL(f"{url!r} is not a valid URL") from exc
     except aiohttp.ClientConnectorError as exc:
-        cause = exc.os_error.strerror or str(exc.os_error) or type(exc.os_error).__name__
-        raise ConnectFailed(f"cannot connect to {exc.host}:{exc.port}: {cause}", url) from exc
+        raise ConnectFailed(f"cannot connect to {exc.host}:{exc.port}: "
+                            f"{_os_error_text(exc.os_error)}", url) from exc
     except (aiohttp.ClientError, OSError) as exc:
         raise ConnectFailed(f"cannot connect to {url}: {exc or type(exc).__name__}",
                             url) from exc
     finally:
         _handshake_body.reset(token)
+
+
+def _os_error_text(error: OSError) -> str:
+    """"Connection refused" rather than asyncio's "Connect call failed ('127.0.0.1', 1)"."""
+    if isinstance(error, socket.gaierror) or not error.errno or error.errno < 0:
+        return error.strerror or str(error) or type(error).__name__
+    return os.strerror(error.errno)
 
 
 def _handshake_error(url: str, exc: aiohttp.WSServerHandshakeError, body: bytes) -> ConnectFailed:
@@ -320,9 +329,10 @@ class Stream:
             if isinstance(event, StoppedEvent):
                 self._stopped.add(event.channel)
             yield event
-        if self._stop_sent and not self._client.ws.closed:
-            # the gateway closes right after the last 'stopped': read that close frame, so
-            # close_code says how the stream ended
+        if not self._client.ws.closed:
+            # the gateway closes right after the last 'stopped' (1000 after our 'stop', 1001 when
+            # it shuts down): read that close frame, which also answers it, so close_code says
+            # how the stream ended
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(5.0):
                     await self._client.receive()
@@ -478,7 +488,11 @@ async def play(stream: Stream, data: bytes, *, chunk_ms: float = 100.0, real_tim
             report.events.append(event)
             if on_event is not None:
                 on_event(event)
-        await sender  # a failed send surfaces here
+        if not sender.done():  # the gateway ended the stream before we stopped (shutdown)
+            sender.cancel()
+        await asyncio.wait([sender])
+        if not sender.cancelled() and (failed := sender.exception()) is not None:
+            raise failed  # a failed send
     finally:
         if not sender.done():
             sender.cancel()

@@ -108,7 +108,8 @@ class Timeline:
         if not self.live or not self._interim:
             return
         width = max(20, self._width() - 1)
-        line = " | ".join(self._interim[c].strip() for c in sorted(self._interim))
+        lines = [self._interim[c] for c in sorted(self._interim)]
+        line = lines[0] if len(lines) == 1 else " | ".join(x.strip() for x in lines)
         if len(line) > width:
             line = line[:width - 3] + "..."
         self.out.write("\r\x1b[K" + line)

@@ -87,8 +87,8 @@ class LoadSettings:
     @property
     def expected_seconds(self) -> float | None:
         """How long a run should take (None when sending as fast as possible)."""
-        if self.duration is not None:
-            return self.ramp_up + self.duration
+        if self.duration is not None:  # every session stops at the same deadline
+            return self.duration
         if not self.real_time:
             return None
         clip = len(self.audio) / (self.fmt.frame_bytes * self.fmt.sample_rate)
@@ -596,12 +596,12 @@ async def _search(args: argparse.Namespace, settings: LoadSettings,
         about = estimate
         if progress is not None:
             progress.begin(settings.expected_seconds,
-                           f"probe {k} of about {estimate}, {sessions} sessions")
+                           f"probe {k} of about {estimate}, {_sessions(sessions)}")
 
     def on_probe(probe: Probe) -> None:
         if progress is not None:
             progress.finish()
-        print(f"probe {len(cap_probes) + 1} of about {about}: {probe.sessions} sessions "
+        print(f"probe {len(cap_probes) + 1} of about {about}: {_sessions(probe.sessions)} "
               f"{'pass' if probe.passed else 'FAIL'} ({probe.why})", file=sys.stderr,
               flush=True)
         cap_probes.append(probe)
@@ -611,6 +611,10 @@ async def _search(args: argparse.Namespace, settings: LoadSettings,
                                max_sessions=args.max_sessions, on_probe=on_probe,
                                progress=progress, on_probe_start=on_probe_start,
                                raise_unserved=True)
+
+
+def _sessions(n: int) -> str:
+    return f"{n} session" if n == 1 else f"{n} sessions"
 
 
 if __name__ == "__main__":

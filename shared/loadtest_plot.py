@@ -62,6 +62,10 @@ def plot_capacity(cap: CapacityReport, path: str | Path) -> None:
     ax.set_title("capacity search: latency against sessions")
     if x and max(x) / max(min(x), 1) >= 8:
         ax.set_xscale("log", base=2)
+    from matplotlib.ticker import MaxNLocator, ScalarFormatter
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.xaxis.set_major_formatter(ScalarFormatter())
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()

@@ -130,7 +130,7 @@ async def test_a_capacity_search_counts_its_probes_and_plots_them(gateway, tmp_p
         "simple", "--find-capacity", "-n", "1", "--max-sessions", "2", "--duration", "1",
         "--seconds", "1", "--ramp-up", "0", "--no-progress", "--plot", str(png), within=120)
     assert code == 0, err
-    assert "probe 1 of about 2: 1 sessions pass" in err
+    assert "probe 1 of about 2: 1 session pass" in err
     assert "probe 2 of about 2: 2 sessions pass" in err
     assert "capacity: at least 2 (bound reached)" in out
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
