@@ -1,9 +1,9 @@
 """The load tester's live progress on stderr.
 
 On a terminal, one line rewritten in place and cut to the terminal's width (the most useful parts
-first: elapsed/total time, sessions, finalization latency, results, errors). Anywhere else (a CI
-log, a file) a plain line every few seconds, so a long run still shows it is alive without
-filling the log with carriage returns.
+first: elapsed/total time, sessions, finalization latency, results, errors), cleared at the end.
+Anywhere else (a CI log, a file) a plain line every few seconds, so a long run still shows it is
+alive without filling the log with carriage returns.
 """
 
 from __future__ import annotations
@@ -95,8 +95,8 @@ class Progress:
         self.out.flush()
 
     def finish(self) -> None:
-        """End the in-place line, so what follows starts on a line of its own."""
+        """Clear the in-place line: what follows (a probe's verdict, the report) replaces it."""
         if self._shown:
-            self.out.write("\n")
+            self.out.write("\r\x1b[K")
             self.out.flush()
             self._shown = False
