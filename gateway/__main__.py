@@ -13,6 +13,7 @@ from typing import Any
 
 from aiohttp import web
 
+from streamer import __version__
 from streamer.config import Config, describe_settings, load_config, parse_assignment
 from streamer.errors import ConfigError, PoolUnavailable
 from streamer.gateway.vad import VadSettings
@@ -47,6 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
                         help="any setting, repeatable (e.g. --set model.delay=0.05)")
     parser.add_argument("--log-level", help="DEBUG, INFO, WARNING or ERROR")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     return parser
 
 
