@@ -346,6 +346,9 @@ def as_pcm(pcm: bytes | bytearray | memoryview | np.ndarray, fmt: AudioFormat) -
         bytearray | memoryview:
     if not isinstance(pcm, np.ndarray):
         return pcm
+    if fmt.encoding != "pcm":
+        raise ValueError(f"a {fmt.encoding} stream takes its encoded bytes as they are, not a "
+                         "numpy array")
     if pcm.dtype.kind == "f":
         return pcm_bytes(pcm.reshape(-1, fmt.channels), fmt)
     if pcm.dtype.kind == "i" and not fmt.is_float and pcm.dtype.itemsize * 8 == fmt.bit_depth:
