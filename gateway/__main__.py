@@ -13,6 +13,7 @@ from typing import Any
 
 from aiohttp import web
 
+from streamer import __version__
 from streamer.config import Config, describe_settings, load_config, parse_assignment
 from streamer.errors import ConfigError, PoolUnavailable
 from streamer.gateway.auth import describe_settings as describe_auth_settings
@@ -58,6 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--allow-anonymous", action="store_true", default=None,
                         help="without API keys (auth.keys), serve on a non-loopback address "
                              "anyway: anyone who reaches it may use the workers")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     return parser
 
 

@@ -1,33 +1,57 @@
-"""Async client library: connect, start, send audio, read events, stop.
+"""The client library: stream audio to a streamer gateway and read its events as they come.
 
-    async with await StreamerClient.connect("ws://127.0.0.1:8080/api/v1/simple") as client:
-        await client.start(AudioFormat(channels=1, sample_rate=16000))
-        await client.send_audio(pcm_bytes)
-        await client.stop()
-        async for event in client.events():
-            print(event)
+    import asyncio
+    import streamer.client
 
-``events()`` ends when every channel of the stream has reported ``stopped`` or the socket closed.
-:func:`stream_wav` does all of it for a WAV file, sending and receiving at the same time.
+    async def main() -> None:
+        async with streamer.client.connect(
+                "ws://127.0.0.1:8080/api/v1/segmented",
+                format=streamer.client.AudioFormat(channels=1, sample_rate=16000)) as stream:
+            await stream.send(pcm)          # bytes (or a numpy array) as audio arrives
+            await stream.stop()
+            async for event in stream:      # typed events, until every channel has stopped
+                print(event)
+
+    asyncio.run(main())
+
+:func:`stream_file` streams a whole file. Every failure is a :class:`ClientError`: ``Refused``
+(admission control's 503, with reason, message and Retry-After), ``ConnectFailed``,
+``StreamClosed`` (a close code and reason), ``InvalidURL``, ``AudioFileError``; aiohttp's
+exceptions stay inside. :class:`StreamerClient` is the step-by-step layer under it (several
+streams on one socket).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
+import os
+import socket
 import time
-import wave
 from collections import deque
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Generator
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import TracebackType
+from types import SimpleNamespace, TracebackType
 from typing import Any
 
 import aiohttp
 import numpy as np
+from yarl import URL
 
+from streamer.client_audio import AudioClip, pcm_bytes, read_audio, read_wav
+from streamer.client_errors import (
+    AudioFileError,
+    ClientError,
+    ConnectFailed,
+    InvalidURL,
+    Refused,
+    StreamClosed,
+)
 from streamer.protocol import (
+    ActivityEvent,
     AudioFormat,
     ErrorEvent,
     SegmentEvent,
@@ -39,24 +63,147 @@ from streamer.protocol import (
 )
 from streamer.tracing import current_traceparent
 
+__all__ = [
+    "ActivityEvent", "AudioClip", "AudioFileError", "AudioFormat", "ClientError",
+    "ConnectFailed", "ErrorEvent", "InvalidURL", "Refused", "SegmentEvent", "ServerEvent",
+    "Stream", "StreamClosed", "StoppedEvent", "StreamReport", "StreamerClient", "client_session",
+    "connect", "pcm_bytes", "read_audio", "read_wav", "stream_audio", "stream_file",
+]
+
+ENDPOINTS = ("/api/v1/simple", "/api/v1/segmented")
+_MAX_ERROR_BODY = 64 * 1024
+
+# The body of a refused handshake, kept by the trace hook below for the connect() that asked.
+_handshake_body: ContextVar[dict[str, bytes] | None] = ContextVar("_handshake_body",
+                                                                  default=None)
+
+
+async def _keep_error_body(session: aiohttp.ClientSession, ctx: SimpleNamespace,
+                           params: aiohttp.TraceRequestEndParams) -> None:
+    """aiohttp drops the body of a handshake answered with an HTTP error; the gateway puts the
+    reason for a refusal there, so read it before aiohttp does."""
+    holder = _handshake_body.get()
+    resp = params.response
+    if holder is None or resp.status < 400 or (resp.content_length or 0) > _MAX_ERROR_BODY:
+        return
+    with contextlib.suppress(aiohttp.ClientError, OSError, TimeoutError):
+        async with asyncio.timeout(5):
+            holder["body"] = await resp.read()
+
+
+def client_session(**kwargs: Any) -> aiohttp.ClientSession:
+    """An aiohttp session for :meth:`StreamerClient.connect`'s ``session=`` that keeps the
+    gateway's refusal reasons (a plain session still works, but ``Refused.reason`` is then
+    ``unknown``)."""
+    trace = aiohttp.TraceConfig()
+    trace.on_request_end.append(_keep_error_body)
+    return aiohttp.ClientSession(trace_configs=[trace], **kwargs)
+
+
+def check_url(url: str) -> URL:
+    """The URL as yarl parses it, if it can name a websocket endpoint; else :class:`InvalidURL`."""
+    try:
+        parsed = URL(url)
+    except (ValueError, TypeError) as exc:
+        raise InvalidURL(f"{url!r} is not a valid URL ({exc})") from None
+    if parsed.scheme not in ("ws", "wss", "http", "https") or not parsed.host:
+        raise InvalidURL(f"{url!r} is not a websocket URL; expected "
+                         "ws://HOST:PORT/api/v1/segmented (or wss://, or /api/v1/simple)")
+    return parsed
+
+
+async def open_websocket(url: str, session: aiohttp.ClientSession, *,
+                         headers: dict[str, str] | None = None, connect_timeout: float = 10.0,
+                         close_timeout: float = 10.0) -> aiohttp.ClientWebSocketResponse:
+    """Open the websocket; every failure becomes a :class:`ClientError`."""
+    check_url(url)
+    holder: dict[str, bytes] = {}
+    token = _handshake_body.set(holder)
+    try:
+        async with asyncio.timeout(connect_timeout):
+            return await session.ws_connect(
+                url, headers=headers, max_msg_size=0,
+                timeout=aiohttp.ClientWSTimeout(ws_close=close_timeout))
+    except aiohttp.WSServerHandshakeError as exc:
+        raise _handshake_error(url, exc, holder.get("body", b"")) from exc
+    except TimeoutError as exc:
+        raise ConnectFailed(f"no answer from {url} within {connect_timeout:g} s",
+                            url) from exc
+    except aiohttp.InvalidURL as exc:
+        raise InvalidURL(f"{url!r} is not a valid URL") from exc
+    except aiohttp.ClientConnectorError as exc:
+        raise ConnectFailed(f"cannot connect to {exc.host}:{exc.port}: "
+                            f"{_os_error_text(exc.os_error)}", url) from exc
+    except (aiohttp.ClientError, OSError) as exc:
+        raise ConnectFailed(f"cannot connect to {url}: {exc or type(exc).__name__}",
+                            url) from exc
+    finally:
+        _handshake_body.reset(token)
+
+
+def _os_error_text(error: OSError) -> str:
+    """"Connection refused" rather than asyncio's "Connect call failed ('127.0.0.1', 1)"."""
+    if isinstance(error, socket.gaierror) or not error.errno or error.errno < 0:
+        return error.strerror or str(error) or type(error).__name__
+    return os.strerror(error.errno)
+
+
+def _handshake_error(url: str, exc: aiohttp.WSServerHandshakeError, body: bytes) -> ConnectFailed:
+    data: Any = None
+    with contextlib.suppress(ValueError):
+        data = json.loads(body)
+    fields = data if isinstance(data, dict) else {}
+    text = str(fields.get("message") or body.decode("utf-8", "replace").strip()
+               or exc.message)[:300]
+    status = exc.status
+    if status == 503:
+        return Refused(url, str(fields.get("reason", "unknown")),
+                       str(fields.get("message") or "the gateway is not taking sessions now"),
+                       _retry_after(exc.headers))
+    if status == 404:
+        return ConnectFailed(f"{url}: no websocket endpoint at {URL(url).path!r} (HTTP 404); "
+                             f"the gateway serves {' and '.join(ENDPOINTS)}", url, 404)
+    if status < 300:
+        return ConnectFailed(f"{url} is not a websocket endpoint (HTTP {status})", url, status)
+    return ConnectFailed(f"{url}: the gateway answered HTTP {status}: {text}", url, status)
+
+
+def _retry_after(headers: Any) -> float | None:
+    """Retry-After as seconds (the gateway sends a number; an HTTP date is not honoured)."""
+    value = headers.get("Retry-After") if headers is not None else None
+    if value is None:
+        return None
+    try:
+        seconds = float(value)
+    except (TypeError, ValueError):
+        return None
+    return seconds if seconds >= 0 else None
+
+
+# ---- the step-by-step layer ----------------------------------------------------------------
 
 class StreamerClient:
+    """One websocket; ``start``, ``send_audio``, ``stop`` and ``events()`` as the protocol has
+    them, any number of streams one after the other."""
+
     def __init__(self, session: aiohttp.ClientSession, ws: aiohttp.ClientWebSocketResponse,
                  owns_session: bool) -> None:
         self._session = session
         self.ws = ws
         self._owns_session = owns_session
         self._streams: deque[int] = deque()  # channel counts of streams not yet read to the end
+        self._close_reason = ""
 
     @classmethod
     async def connect(cls, url: str, *, session: aiohttp.ClientSession | None = None,
-                      headers: dict[str, str] | None = None,
+                      headers: dict[str, str] | None = None, connect_timeout: float = 10.0,
                       close_timeout: float = 10.0) -> StreamerClient:
         owns = session is None
-        session = session or aiohttp.ClientSession()
+        session = session or client_session()
         try:
-            ws = await session.ws_connect(url, headers=headers, max_msg_size=0,
-                                          timeout=aiohttp.ClientWSTimeout(ws_close=close_timeout))
+            ws = await open_websocket(url, session, headers=headers,
+                                      connect_timeout=connect_timeout,
+                                      close_timeout=close_timeout)
         except BaseException:
             if owns:
                 await session.close()
@@ -74,18 +221,43 @@ class StreamerClient:
     def close_code(self) -> int | None:
         return self.ws.close_code
 
+    @property
+    def close_reason(self) -> str:
+        """The reason of the close frame, once it has been read ("" if none)."""
+        return self._close_reason
+
     async def start(self, fmt: AudioFormat, *, interim_results: bool = False,
                     trace_id: str | None = None, **options: Any) -> None:
         self._streams.append(fmt.channels)
         if trace_id is None:
             trace_id = current_traceparent()  # the caller's span becomes the stream's parent
-        await self.ws.send_str(StartRequest(fmt, trace_id, interim_results, options).to_json())
+        await self._send(self.ws.send_str,
+                         StartRequest(fmt, trace_id, interim_results, options).to_json())
 
-    async def send_audio(self, data: bytes) -> None:
-        await self.ws.send_bytes(data)
+    async def send_audio(self, data: bytes | bytearray | memoryview) -> None:
+        await self._send(self.ws.send_bytes, data)
 
     async def stop(self, disconnect: bool = False) -> None:
-        await self.ws.send_str(StopRequest(disconnect).to_json())
+        await self._send(self.ws.send_str, StopRequest(disconnect).to_json())
+
+    async def _send(self, send: Callable[[Any], Any], payload: Any) -> None:
+        if self.ws.closed:
+            raise StreamClosed(self.ws.close_code, self.close_reason)
+        try:
+            await send(payload)
+        except (aiohttp.ClientError, ConnectionError, RuntimeError) as exc:
+            # aiohttp says "Cannot write to closing transport" (ConnectionResetError) or
+            # "websocket connection is closing" (RuntimeError in older releases)
+            raise StreamClosed(self.ws.close_code, self.close_reason) from exc
+
+    async def receive(self) -> ServerEvent | None:
+        """The next event, or None once the socket has closed (``close_code`` says how)."""
+        msg = await self.ws.receive()
+        if msg.type == aiohttp.WSMsgType.TEXT:
+            return parse_server_event(msg.data)
+        if msg.type == aiohttp.WSMsgType.CLOSE:
+            self._close_reason = str(msg.extra or "")
+        return None
 
     async def events(self) -> AsyncIterator[ServerEvent]:
         """Events of the oldest stream not yet read to its end: until all its channels stopped,
@@ -93,10 +265,9 @@ class StreamerClient:
         channels = self._streams[0] if self._streams else 1
         stopped: set[int] = set()
         while len(stopped) < channels:
-            msg = await self.ws.receive()
-            if msg.type != aiohttp.WSMsgType.TEXT:
+            event = await self.receive()
+            if event is None:
                 return
-            event = parse_server_event(msg.data)
             if isinstance(event, StoppedEvent):
                 stopped.add(event.channel)
             yield event
@@ -104,62 +275,248 @@ class StreamerClient:
             self._streams.popleft()
 
     async def close(self) -> None:
-        await self.ws.close()
-        if self._owns_session:
-            await self._session.close()
+        try:
+            with contextlib.suppress(aiohttp.ClientError, ConnectionError, RuntimeError):
+                await self.ws.close()
+        finally:
+            if self._owns_session:
+                await self._session.close()
 
+
+# ---- one stream on its own socket ----------------------------------------------------------
+
+class Stream:
+    """One stream on its own websocket, already started. ``send`` audio, ``stop``, and iterate
+    for events: the iteration ends once every channel has stopped, and raises
+    :class:`StreamClosed` if the socket ends first (a bad message, the server draining, a lost
+    connection). Sending and reading may run in different tasks."""
+
+    def __init__(self, client: StreamerClient, fmt: AudioFormat, url: str) -> None:
+        self._client = client
+        self.format = fmt
+        self.url = url
+        self._stopped: set[int] = set()
+        self._stop_sent = False
+
+    @property
+    def done(self) -> bool:
+        """Every channel has reported ``stopped``: all results are in."""
+        return len(self._stopped) >= self.format.channels
+
+    @property
+    def close_code(self) -> int | None:
+        return self._client.close_code
+
+    async def send(self, pcm: bytes | bytearray | memoryview | np.ndarray) -> None:
+        """Send audio in the stream's format: bytes as they are, or a numpy array (floats in
+        [-1, 1] are converted to the format; integers must match its sample type)."""
+        await self._client.send_audio(as_pcm(pcm, self.format))
+
+    async def stop(self) -> None:
+        """End the audio; the results of what was sent still come. Calling it again is a no-op."""
+        if not self._stop_sent:
+            self._stop_sent = True
+            await self._client.stop(disconnect=True)
+
+    def __aiter__(self) -> AsyncIterator[ServerEvent]:
+        return self._events()
+
+    async def _events(self) -> AsyncIterator[ServerEvent]:
+        while not self.done:
+            event = await self._client.receive()
+            if event is None:
+                raise StreamClosed(self._client.close_code, self._client.close_reason)
+            if isinstance(event, StoppedEvent):
+                self._stopped.add(event.channel)
+            yield event
+        if not self._client.ws.closed:
+            # the gateway closes right after the last 'stopped' (1000 after our 'stop', 1001 when
+            # it shuts down): read that close frame, which also answers it, so close_code says
+            # how the stream ended
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(5.0):
+                    await self._client.receive()
+
+    async def close(self) -> None:
+        """Close the socket (the stream is abandoned if it has not finished)."""
+        await self._client.close()
+
+
+def as_pcm(pcm: bytes | bytearray | memoryview | np.ndarray, fmt: AudioFormat) -> bytes | \
+        bytearray | memoryview:
+    if not isinstance(pcm, np.ndarray):
+        return pcm
+    if fmt.encoding != "pcm":
+        raise ValueError(f"a {fmt.encoding} stream takes its encoded bytes as they are, not a "
+                         "numpy array")
+    if pcm.dtype.kind == "f":
+        return pcm_bytes(pcm.reshape(-1, fmt.channels), fmt)
+    if pcm.dtype.kind == "i" and not fmt.is_float and pcm.dtype.itemsize * 8 == fmt.bit_depth:
+        return pcm.astype(fmt.dtype).tobytes()
+    raise ValueError(f"cannot send a {pcm.dtype} array on a stream of "
+                     f"{fmt.bit_depth}-bit {'float' if fmt.is_float else 'integer'} samples; "
+                     "send floats in [-1, 1] or the format's own sample type")
+
+
+class connect:  # noqa: N801  (used like a function: ``async with connect(...)`` or ``await``)
+    """Open a websocket to ``url`` and start one stream on it.
+
+    ``format`` describes the audio you will send; ``interim_results`` asks ``/segmented`` for
+    interim results; ``trace_id`` is a W3C traceparent to continue (default: the current
+    OpenTelemetry span's); ``options`` are further ``start`` fields (``vad={...}``).
+    ``retries`` > 0 retries a refused connection after the gateway's Retry-After (1 s if it
+    gives none), unless that is longer than ``max_retry_wait``; then ``Refused`` is raised.
+    ``on_refused(refused, wait)`` is told before each wait (to show "waiting for the server").
+    """
+
+    def __init__(self, url: str, *, format: AudioFormat | None = None,  # noqa: A002
+                 interim_results: bool = False, trace_id: str | None = None,
+                 headers: dict[str, str] | None = None, retries: int = 0,
+                 max_retry_wait: float = 30.0,
+                 on_refused: Callable[[Refused, float], None] | None = None,
+                 connect_timeout: float = 10.0, close_timeout: float = 10.0,
+                 **options: Any) -> None:
+        check_url(url)
+        if retries < 0:
+            raise ValueError("retries must not be negative")
+        self.url = url
+        self.format = format or AudioFormat()
+        self.format.validate()
+        self._start = dict(interim_results=interim_results, trace_id=trace_id, **options)
+        self._headers = headers
+        self._retries = retries
+        self._max_retry_wait = max_retry_wait
+        self._on_refused = on_refused
+        self._timeouts = (connect_timeout, close_timeout)
+        self._stream: Stream | None = None
+
+    async def _open(self) -> Stream:
+        attempt = 0
+        while True:
+            try:
+                client = await StreamerClient.connect(
+                    self.url, headers=self._headers, connect_timeout=self._timeouts[0],
+                    close_timeout=self._timeouts[1])
+                break
+            except Refused as refused:
+                wait = 1.0 if refused.retry_after is None else refused.retry_after
+                if attempt >= self._retries or wait > self._max_retry_wait:
+                    raise
+                attempt += 1
+                if self._on_refused is not None:
+                    self._on_refused(refused, wait)
+                await asyncio.sleep(wait)
+        try:
+            await client.start(self.format, **self._start)
+        except BaseException:
+            await client.close()
+            raise
+        return Stream(client, self.format, self.url)
+
+    def __await__(self) -> Generator[Any, None, Stream]:
+        return self._open().__await__()
+
+    async def __aenter__(self) -> Stream:
+        self._stream = await self._open()
+        return self._stream
+
+    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                        tb: TracebackType | None) -> None:
+        if self._stream is not None:
+            await self._stream.close()
+
+
+# ---- whole clips ---------------------------------------------------------------------------
 
 @dataclass(slots=True)
 class StreamReport:
-    """What came back for one streamed file."""
+    """What came back for one streamed clip."""
 
     events: list[ServerEvent] = field(default_factory=list)
     close_code: int | None = None
-    first_result_latency: float | None = None  # seconds from the first audio sent
+    first_result_latency: float | None = None  # seconds from the start of sending
     total_time: float = 0.0
     audio_seconds: float = 0.0
 
+    @property
+    def results(self) -> int:
+        return sum(isinstance(e, SegmentEvent) and e.is_final is not False for e in self.events)
 
-def pcm_bytes(samples: np.ndarray, fmt: AudioFormat) -> bytes:
-    """Float samples in [-1, 1], shaped (frames, channels), as ``fmt``'s interleaved bytes."""
-    x = np.clip(samples, -1.0, 1.0)
-    if fmt.is_float:
-        return x.astype("<f4").tobytes()
-    if fmt.bit_depth == 16:
-        return (x * 32767).astype("<i2").tobytes()
-    return (x * 2147483647).astype("<i4").tobytes()
+    @property
+    def errors(self) -> int:
+        return sum(isinstance(e, ErrorEvent) for e in self.events)
 
 
-def read_wav(path: str | Path) -> tuple[AudioFormat, bytes]:
-    """A WAV file -> format and interleaved little-endian bytes: 16- or 32-bit integer PCM through
-    the standard library, 32-bit float through soundfile."""
+async def send_paced(send: Callable[[bytes], Any], data: bytes, fmt: AudioFormat,
+                     chunk_bytes: int, real_time: bool) -> None:
+    """Send ``data`` in frames of ``chunk_bytes`` (whole sample frames). In real time a frame
+    goes once the END of its audio has been "captured", as a live source sends it."""
+    chunk = max(fmt.frame_bytes, chunk_bytes - chunk_bytes % fmt.frame_bytes)
+    bytes_per_second = fmt.frame_bytes * fmt.sample_rate
+    t0 = time.perf_counter()
+    for offset in range(0, len(data), chunk):
+        end = min(offset + chunk, len(data))
+        if real_time:
+            delay = t0 + end / bytes_per_second - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+        await send(data[offset:end])
+
+
+def chunk_bytes_for(fmt: AudioFormat, chunk_ms: float) -> int:
+    """Bytes in ``chunk_ms`` of audio, at least one frame."""
+    return fmt.frame_bytes * max(1, round(chunk_ms / 1000 * fmt.sample_rate))
+
+
+async def play(stream: Stream, data: bytes, *, chunk_ms: float = 100.0, real_time: bool = False,
+               on_event: Callable[[ServerEvent], None] | None = None,
+               report: StreamReport | None = None) -> StreamReport:
+    """Send ``data`` on ``stream`` (then ``stop``) while reading every event into ``report``;
+    the report is filled as events come, so a caller keeps what arrived before an error."""
+    fmt = stream.format
+    report = report if report is not None else StreamReport()
+    report.audio_seconds = len(data) / (fmt.frame_bytes * fmt.sample_rate)
+    t0 = time.perf_counter()
+
+    async def send() -> None:
+        await send_paced(stream.send, data, fmt, chunk_bytes_for(fmt, chunk_ms), real_time)
+        await stream.stop()
+
+    sender = asyncio.create_task(send())
     try:
-        with wave.open(str(path), "rb") as w:
-            width, rate, channels = w.getsampwidth(), w.getframerate(), w.getnchannels()
-            data = w.readframes(w.getnframes())
-    except wave.Error:
-        return _read_float_wav(path)
-    except EOFError:
-        raise ValueError(f"{path}: the WAV file is truncated") from None
-    if width not in (2, 4):
-        raise ValueError(f"{path}: {8 * width}-bit samples; use 16- or 32-bit PCM "
-                         "(e.g. sox in.wav -b 16 out.wav)")
-    return AudioFormat(channels=channels, sample_rate=rate, bit_depth=8 * width), data
+        async for event in stream:
+            if report.first_result_latency is None and isinstance(event, SegmentEvent
+                                                                  | ErrorEvent):
+                report.first_result_latency = time.perf_counter() - t0
+            report.events.append(event)
+            if on_event is not None:
+                on_event(event)
+        if not sender.done():  # the gateway ended the stream before we stopped (shutdown)
+            sender.cancel()
+        await asyncio.wait([sender])
+        if not sender.cancelled() and (failed := sender.exception()) is not None:
+            raise failed  # a failed send
+    finally:
+        if not sender.done():
+            sender.cancel()
+        with contextlib.suppress(asyncio.CancelledError, ClientError):
+            await sender
+        report.total_time = time.perf_counter() - t0
+        report.close_code = stream.close_code
+    return report
 
 
-def _read_float_wav(path: str | Path) -> tuple[AudioFormat, bytes]:
-    import soundfile
-
-    try:
-        info = soundfile.info(str(path))
-        if info.subtype != "FLOAT":
-            raise ValueError(f"{path}: {info.subtype} samples are not supported; use 16- or "
-                             "32-bit PCM or 32-bit float (e.g. sox in.wav -b 16 out.wav)")
-        samples, rate = soundfile.read(str(path), dtype="float32", always_2d=True)
-    except soundfile.LibsndfileError as exc:
-        raise ValueError(f"{path}: not a WAV file the client can read ({exc})") from None
-    fmt = AudioFormat(channels=samples.shape[1], sample_rate=rate, bit_depth=32, is_float=True)
-    return fmt, samples.astype("<f4").tobytes()
+async def stream_file(url: str, path: str | Path, *, real_time: bool = False,
+                      chunk_ms: float = 100.0, sample_format: str | None = None,
+                      on_event: Callable[[ServerEvent], None] | None = None,
+                      **connect_options: Any) -> StreamReport:
+    """Stream a whole audio file (see :func:`streamer.client_audio.read_audio` for the formats)
+    and return every event. ``connect_options`` go to :func:`connect` (``interim_results``,
+    ``trace_id``, ``retries``, ``vad``, ...)."""
+    clip = read_audio(path, sample_format)
+    async with connect(url, format=clip.format, **connect_options) as stream:
+        return await play(stream, clip.data, chunk_ms=chunk_ms, real_time=real_time,
+                          on_event=on_event)
 
 
 async def stream_audio(url: str, fmt: AudioFormat, data: bytes, *, chunk_size: int = 8192,
@@ -167,21 +524,23 @@ async def stream_audio(url: str, fmt: AudioFormat, data: bytes, *, chunk_size: i
                        disconnect: bool = True, trace_id: str | None = None,
                        on_event: Callable[[ServerEvent], None] | None = None,
                        **options: Any) -> StreamReport:
-    """Send ``data`` in chunks (paced to real time if asked) while collecting every event."""
+    """Send raw PCM in frames of ``chunk_size`` bytes while collecting every event. Unlike
+    :func:`stream_file` a close with an error code is not raised: ``report.close_code`` has it
+    (for tests and tools that look at how streams end)."""
     report = StreamReport(audio_seconds=len(data) / (fmt.frame_bytes * fmt.sample_rate))
-    bytes_per_second = fmt.frame_bytes * fmt.sample_rate
     async with await StreamerClient.connect(url) as client:
         await client.start(fmt, interim_results=interim_results, trace_id=trace_id, **options)
         t0 = time.perf_counter()
 
         async def send() -> None:
+            bytes_per_second = fmt.frame_bytes * fmt.sample_rate
             for offset in range(0, len(data), chunk_size):
-                if real_time:
-                    due = t0 + offset / bytes_per_second
-                    delay = due - time.perf_counter()
+                end = min(offset + chunk_size, len(data))
+                if real_time:  # the frame goes once its last byte has been "captured"
+                    delay = t0 + end / bytes_per_second - time.perf_counter()
                     if delay > 0:
                         await asyncio.sleep(delay)
-                await client.send_audio(data[offset:offset + chunk_size])
+                await client.send_audio(data[offset:end])
             await client.stop(disconnect=disconnect)
 
         sender = asyncio.create_task(send())
@@ -196,10 +555,10 @@ async def stream_audio(url: str, fmt: AudioFormat, data: bytes, *, chunk_size: i
         finally:
             if not sender.done():
                 sender.cancel()
-            with contextlib.suppress(asyncio.CancelledError, ConnectionError):
+            with contextlib.suppress(asyncio.CancelledError, ClientError):
                 await sender
-        if disconnect:
-            await client.ws.receive()  # the server's close frame
+        if disconnect and not client.ws.closed:
+            await client.receive()  # the server's close frame
         report.close_code = client.close_code
         report.total_time = time.perf_counter() - t0
     return report

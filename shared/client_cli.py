@@ -1,4 +1,5 @@
-"""``streamer-client``: stream a WAV file, print each event as a JSON line on stdout."""
+"""``streamer-client``: stream an audio file to a gateway; events on stdout (JSON lines, or a
+timeline with ``--pretty``), a summary on stderr, one line and an exit code for each failure."""
 
 from __future__ import annotations
 
@@ -8,70 +9,137 @@ import json
 import sys
 from collections.abc import Callable
 
-import aiohttp
 from opentelemetry import trace
 
-from streamer.client import StreamReport, read_wav, stream_audio
-from streamer.protocol import AudioFormat, ErrorEvent, SegmentEvent, ServerEvent
-from streamer.tracing import context_from_traceparent, setup_tracing, shutdown_tracing
+from streamer.cli_common import (
+    EXIT_CODES,
+    EXIT_FAILED,
+    EXIT_INTERRUPTED,
+    EXIT_USAGE,
+    add_common_options,
+    check_common_options,
+    exit_code_for,
+    fail,
+    resolve_url,
+)
+from streamer.client import StreamReport, connect, play
+from streamer.client_audio import AudioClip, read_audio
+from streamer.client_errors import ClientError
+from streamer.client_pretty import Timeline
+from streamer.protocol import ServerEvent
+from streamer.tracing import context_from_traceparent, exporter_configured, setup_tracing
+
+PROG = "streamer-client"
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="streamer-client",
-                                description="Stream a WAV file to a streamer gateway.")
-    p.add_argument("-i", "--input", required=True, help="PCM WAV file (16- or 32-bit)")
-    p.add_argument("--addr", default="ws://127.0.0.1:8080/api/v1/segmented",
-                   help="websocket URL (default %(default)s)")
-    p.add_argument("--chunk-size", type=int, default=8192,
-                   help="bytes per websocket frame (default %(default)s)")
-    p.add_argument("--real-time", action="store_true", help="pace the audio like a live source")
-    p.add_argument("--interim-results", action="store_true", help="ask for interim results")
-    p.add_argument("--trace-id", help="W3C traceparent to continue")
+    p = argparse.ArgumentParser(
+        prog=PROG, epilog=EXIT_CODES,
+        description="Stream an audio file (WAV; FLAC, OGG and float WAV with the 'files' extra) "
+                    "to a streamer gateway and print what comes back.")
+    p.add_argument("-i", "--input", required=True, metavar="FILE", help="the audio file")
+    add_common_options(p, real_time_default=False)
+    p.add_argument("--chunk-size", type=int, help=argparse.SUPPRESS)  # bytes; older spelling
+    out = p.add_mutually_exclusive_group()
+    out.add_argument("--pretty", dest="pretty", action="store_true", default=None,
+                     help="a timeline for people (the default when stdout is a terminal)")
+    out.add_argument("--json", dest="pretty", action="store_false",
+                     help="one JSON object per event and line (the default otherwise)")
+    p.add_argument("--retries", type=int, default=0, metavar="N",
+                   help="when refused, retry up to N times after the gateway's Retry-After "
+                        "(default %(default)s)")
+    p.add_argument("--trace-id", metavar="TRACEPARENT", help="W3C traceparent to continue")
     return p
 
 
 def main(argv: list[str] | None = None) -> None:
-    args = build_parser().parse_args(argv)
-    if args.chunk_size < 1:
-        sys.exit("streamer-client: --chunk-size must be at least 1")
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    check_common_options(parser, args)
+    if args.retries < 0:
+        parser.error("--retries must not be negative")
+    if args.chunk_size is not None and args.chunk_size < 1:
+        parser.error("--chunk-size must be at least 1")
     try:
-        fmt, data = read_wav(args.input)
-    except (OSError, ValueError) as exc:
-        sys.exit(f"streamer-client: {exc}")
+        url = resolve_url(args.addr, args.endpoint)
+    except ClientError as exc:
+        fail(PROG, f"bad --addr: {exc}", EXIT_USAGE)
+    try:
+        clip = read_audio(args.input, args.sample_format)
+    except OSError as exc:
+        fail(PROG, f"cannot read {args.input}: {exc.strerror or exc}", EXIT_USAGE)
+    except ClientError as exc:
+        fail(PROG, str(exc), EXIT_USAGE)
+    if args.chunk_size is not None:  # bytes -> ms, for the older option
+        args.chunk_ms = 1000 * args.chunk_size / (clip.format.frame_bytes
+                                                  * clip.format.sample_rate)
+    pretty = sys.stdout.isatty() if args.pretty is None else args.pretty
+    timeline = (Timeline(sys.stdout, clip.format.channels, live=sys.stdout.isatty())
+                if pretty else None)
 
     def show(event: ServerEvent) -> None:
-        print(json.dumps(event.to_dict()), flush=True)
+        if timeline is not None:
+            timeline(event)
+        else:
+            print(json.dumps(event.to_dict()), flush=True)
 
-    setup_tracing("streamer-client")
+    tracing = _setup_tracing()
+    report = StreamReport()
+    error: ClientError | None = None
     try:
-        report = asyncio.run(_traced_stream(args, fmt, data, show))
-    except (aiohttp.ClientError, OSError) as exc:
-        sys.exit(f"streamer-client: cannot stream to {args.addr}: {exc}")
+        asyncio.run(_stream(args, url, clip, show, report))
+    except ClientError as exc:
+        error = exc
     except KeyboardInterrupt:
-        sys.exit(130)
+        raise SystemExit(EXIT_INTERRUPTED) from None
     finally:
-        shutdown_tracing()
-    segments = sum(isinstance(e, SegmentEvent) for e in report.events)
-    errors = sum(isinstance(e, ErrorEvent) for e in report.events)
+        if timeline is not None:
+            timeline.close()
+        if tracing:
+            from streamer.tracing import shutdown_tracing
+
+            shutdown_tracing()
+    if report.events or error is None:
+        print(summary(report), file=sys.stderr)
+    if error is not None:
+        fail(PROG, str(error), exit_code_for(error))
+    if report.errors or report.close_code not in (1000, None):
+        raise SystemExit(EXIT_FAILED)
+
+
+def summary(report: StreamReport) -> str:
     first = (f"{report.first_result_latency * 1000:.1f} ms"
              if report.first_result_latency is not None else "none")
-    print(f"audio {report.audio_seconds:.2f} s, {segments} results, {errors} errors, "
-          f"first result after {first}, total {report.total_time:.2f} s, "
-          f"close code {report.close_code}", file=sys.stderr)
-    if errors or report.close_code not in (1000, None):
-        sys.exit(1)
+    return (f"audio {report.audio_seconds:.2f} s, {report.results} results, {report.errors} "
+            f"errors, first result after {first}, total {report.total_time:.2f} s, close code "
+            f"{report.close_code}")
 
 
-async def _traced_stream(args: argparse.Namespace, fmt: AudioFormat, data: bytes,
-                         show: Callable[[ServerEvent], None]) -> StreamReport:
+def _setup_tracing() -> bool:
+    """Record the client's span with the OpenTelemetry SDK if it is installed (the ``server``
+    extra has it); without it the trace context still flows, nothing is exported."""
+    try:
+        setup_tracing(PROG)
+    except ImportError:
+        if exporter_configured():
+            print(f"{PROG}: OTEL_* asks for trace export, but the OpenTelemetry SDK is not "
+                  "installed (pip install opentelemetry-sdk "
+                  "opentelemetry-exporter-otlp-proto-http); not exporting", file=sys.stderr)
+        return False
+    return True
+
+
+async def _stream(args: argparse.Namespace, url: str, clip: AudioClip,
+                  show: Callable[[ServerEvent], None], report: StreamReport) -> None:
     """The client's own span is the root of the trace, unless --trace-id names a parent."""
     parent = context_from_traceparent(args.trace_id) if args.trace_id else None
     with trace.get_tracer("streamer.client").start_as_current_span(
             "client.stream", context=parent,
-            attributes={"url": args.addr, "file": args.input}):
-        return await stream_audio(
-            args.addr, fmt, data, chunk_size=args.chunk_size, real_time=args.real_time,
-            interim_results=args.interim_results, on_event=show)
+            attributes={"url": url, "file": args.input}):
+        async with connect(url, format=clip.format, interim_results=args.interim_results,
+                           retries=args.retries) as stream:
+            await play(stream, clip.data, chunk_ms=args.chunk_ms, real_time=args.real_time,
+                       on_event=show, report=report)
 
 
 if __name__ == "__main__":

@@ -24,32 +24,43 @@ import json
 import math
 import sys
 import time
-from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 import aiohttp
 import numpy as np
-import psutil
 
-from streamer.client import StreamerClient, pcm_bytes, read_wav
+from streamer.cli_common import (
+    EXIT_CODES,
+    EXIT_FAILED,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_USAGE,
+    add_common_options,
+    check_common_options,
+    exit_code_for,
+    fail,
+    resolve_url,
+)
+from streamer.client import StreamerClient, client_session
+from streamer.client_audio import pcm_bytes, read_audio, sample_format
+from streamer.client_errors import TRY_AGAIN_LATER, ClientError, ConnectFailed, Refused
+from streamer.loadtest_progress import LiveCounters, Progress
 from streamer.loadtest_report import (
     CapacityReport,
     LoadReport,
-    Percentiles,
     Probe,
     SessionRecord,
     StreamRecord,
     check_coverage,
     format_capacity,
     format_report,
-    ms,
     summarize,
 )
 from streamer.protocol import AudioFormat, ErrorEvent, SegmentEvent, StoppedEvent
 
-TRY_AGAIN_LATER = 1013
+PROG = "streamer-loadtest"
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,27 +84,15 @@ class LoadSettings:
         """Results tile the whole stream on /simple; /segmented only answers speech."""
         return "segmented" not in urlsplit(self.url).path
 
-
-@dataclass(slots=True)
-class LiveCounters:
-    """Running totals for the progress line."""
-
-    started: float = field(default_factory=time.perf_counter)
-    active: int = 0
-    ok: int = 0
-    failed: int = 0
-    refused: int = 0
-    results: int = 0
-    errors: int = 0
-    recent: deque[float] = field(default_factory=lambda: deque(maxlen=2000))
-
-    def line(self) -> str:
-        elapsed = time.perf_counter() - self.started
-        p = Percentiles.of(list(self.recent))
-        return (f"[{elapsed:6.1f} s] sessions {self.active} active, {self.ok} ok, "
-                f"{self.failed} failed, {self.refused} refused | results {self.results} "
-                f"({self.results / max(elapsed, 1e-9):.1f}/s), errors {self.errors} | "
-                f"finalization p50 {ms(p.p50)} ms, p99 {ms(p.p99)} ms")
+    @property
+    def expected_seconds(self) -> float | None:
+        """How long a run should take (None when sending as fast as possible)."""
+        if self.duration is not None:  # every session stops at the same deadline
+            return self.duration
+        if not self.real_time:
+            return None
+        clip = len(self.audio) / (self.fmt.frame_bytes * self.fmt.sample_rate)
+        return self.ramp_up + clip * self.streams
 
 
 # ---- audio ---------------------------------------------------------------------------------
@@ -250,12 +249,12 @@ async def _run_session(index: int, s: LoadSettings, http: aiohttp.ClientSession,
     if delay > 0:
         await asyncio.sleep(delay)
     try:
-        async with asyncio.timeout(s.connect_timeout):
-            client = await StreamerClient.connect(s.url, session=http)
-    except aiohttp.WSServerHandshakeError as exc:
-        return _refused(rec, live, f"handshake refused: HTTP {exc.status}")
-    except (aiohttp.ClientError, OSError, TimeoutError) as exc:
-        return _refused(rec, live, f"cannot connect: {type(exc).__name__}: {exc}")
+        client = await StreamerClient.connect(s.url, session=http,
+                                              connect_timeout=s.connect_timeout)
+    except Refused as exc:
+        return _refused(rec, live, f"refused ({exc.reason}): {exc.message}", exc)
+    except ConnectFailed as exc:
+        return _refused(rec, live, f"cannot connect: {exc}", exc)
     live.active += 1
     try:
         while True:
@@ -263,8 +262,8 @@ async def _run_session(index: int, s: LoadSettings, http: aiohttp.ClientSession,
             rec.streams.append(stream)
             try:
                 await _Stream(client, s, stream, live, deadline).run()
-            except (aiohttp.ClientError, ConnectionError, RuntimeError) as exc:
-                stream.failure = f"{type(exc).__name__}: {exc}"
+            except ClientError as exc:
+                stream.failure = str(exc)
             if stream.failure is not None:
                 break
             if deadline is not None:
@@ -293,16 +292,19 @@ async def _run_session(index: int, s: LoadSettings, http: aiohttp.ClientSession,
     return rec
 
 
-def _refused(rec: SessionRecord, live: LiveCounters, reason: str) -> SessionRecord:
-    rec.status, rec.reason = "refused", reason
+def _refused(rec: SessionRecord, live: LiveCounters, reason: str,
+             error: Exception | None = None) -> SessionRecord:
+    rec.status, rec.reason, rec.connect_error = "refused", reason, error
     live.refused += 1
     return rec
 
 
 async def run_load(s: LoadSettings,
                    progress: Callable[[LiveCounters], None] | None = None,
-                   progress_interval: float = 0.5) -> LoadReport:
-    """Run ``s.sessions`` sessions to the end and summarize them."""
+                   progress_interval: float = 0.5, raise_unserved: bool = False) -> LoadReport:
+    """Run ``s.sessions`` sessions to the end and summarize them. With ``raise_unserved``, a run
+    where no session could even connect raises the first session's :class:`ClientError`
+    (the gateway is down, the URL wrong, or every session refused) instead of reporting."""
     if s.sessions < 1:
         raise ValueError("sessions must be at least 1")
     live = LiveCounters()
@@ -310,7 +312,7 @@ async def run_load(s: LoadSettings,
     deadline = t0 + s.duration if s.duration is not None else None
     step = s.ramp_up / s.sessions if s.sessions > 1 else 0.0
     connector = aiohttp.TCPConnector(limit=0)
-    async with aiohttp.ClientSession(connector=connector) as http:
+    async with client_session(connector=connector) as http:
         tasks = [asyncio.create_task(_run_session(i, s, http, live, t0 + i * step, deadline))
                  for i in range(s.sessions)]
         ticker = (asyncio.create_task(_tick(live, progress, progress_interval))
@@ -326,16 +328,44 @@ async def run_load(s: LoadSettings,
                     await ticker
     if progress is not None:
         progress(live)
+    errors = [r.connect_error for r in records]
+    if raise_unserved and all(isinstance(e, ClientError) for e in errors):
+        raise errors[0]  # type: ignore[misc]
     wall = time.perf_counter() - t0
-    return summarize(s.url, s.real_time, list(records), wall, time.process_time() - cpu0,
-                     (_busy_seconds() - busy0) / max(wall, 1e-9))
+    busy1 = _busy_seconds()
+    busy = None if busy0 is None or busy1 is None else (busy1 - busy0) / max(wall, 1e-9)
+    return summarize(s.url, s.real_time, list(records), wall, time.process_time() - cpu0, busy)
 
 
-def _busy_seconds() -> float:
-    """CPU seconds every process on the machine has used since boot (all cores)."""
+def _busy_seconds() -> float | None:
+    """CPU seconds every process on the machine has used since boot (all cores): psutil if it
+    is installed (the server extra has it), else Linux's /proc/stat, else unknown."""
+    try:
+        import psutil
+    except ImportError:
+        try:
+            with open("/proc/stat") as f:
+                fields = f.readline().split()
+        except OSError:
+            return None
+        if not fields or fields[0] != "cpu":
+            return None
+        # user nice system idle iowait irq softirq steal ...: busy = all but idle and iowait
+        ticks = [int(v) for v in fields[1:9]]
+        busy_ticks = sum(ticks) - ticks[3] - ticks[4]
+        return busy_ticks / _clock_ticks()
     t = psutil.cpu_times()
     return float(t.user + t.system + getattr(t, "nice", 0.0) + getattr(t, "irq", 0.0)
                  + getattr(t, "softirq", 0.0))
+
+
+def _clock_ticks() -> int:
+    import os
+
+    try:
+        return os.sysconf("SC_CLK_TCK")
+    except (ValueError, OSError):
+        return 100
 
 
 async def _tick(live: LiveCounters, progress: Callable[[LiveCounters], None],
@@ -364,67 +394,86 @@ def judge(report: LoadReport, target_p99: float) -> tuple[bool, str]:
 async def find_capacity(s: LoadSettings, target_p99: float, start: int = 1,
                         max_sessions: int = 256,
                         on_probe: Callable[[Probe], None] | None = None,
-                        progress: Callable[[LiveCounters], None] | None = None) -> CapacityReport:
-    """Double from ``start`` until a run fails, then bisect: the largest passing count."""
+                        progress: Callable[[LiveCounters], None] | None = None,
+                        on_probe_start: Callable[[int, int, int], None] | None = None,
+                        raise_unserved: bool = False) -> CapacityReport:
+    """Double from ``start`` until a run fails, then bisect: the largest passing count.
+
+    ``on_probe_start(k, about, sessions)`` is called before probe ``k`` of (at most) ``about``."""
     if not s.real_time:
         raise ValueError("capacity is measured in real-time sessions; do not use --fast")
     lo, hi = 0, max_sessions + 1
     n = max(1, min(start, max_sessions))
     probes: list[Probe] = []
     while True:
-        report = await run_load(dataclasses.replace(s, sessions=n), progress)
+        if on_probe_start is not None:
+            on_probe_start(len(probes) + 1, len(probes) + probes_left(lo, hi, n, max_sessions),
+                           n)
+        report = await run_load(dataclasses.replace(s, sessions=n), progress,
+                                raise_unserved=raise_unserved and not probes)
         ok, why = judge(report, target_p99)
         probe = Probe(n, ok, why, report)
         probes.append(probe)
         if on_probe is not None:
             on_probe(probe)
-        if ok:
-            lo = n
-        else:
-            hi = n
-        if hi - lo <= 1:
+        lo, hi, following = next_probe(lo, hi, n, ok, max_sessions)
+        if following is None:
             break
-        n = min(n * 2, hi - 1) if hi > max_sessions and ok else (lo + hi) // 2
-        if n <= lo:
-            break
-    return CapacityReport(target_p99, lo, probes)
+        n = following
+    return CapacityReport(target_p99, lo, probes, max_sessions)
+
+
+def next_probe(lo: int, hi: int, n: int, passed: bool,
+               max_sessions: int) -> tuple[int, int, int | None]:
+    """One step of the search: the new (largest passing, smallest failing) bounds and the next
+    count to probe, None when the search is over. It doubles while nothing has failed, then
+    bisects."""
+    lo, hi = (n, hi) if passed else (lo, n)
+    if hi - lo <= 1:
+        return lo, hi, None
+    following = min(n * 2, hi - 1) if hi > max_sessions and passed else (lo + hi) // 2
+    return lo, hi, (following if following > lo else None)
+
+
+def probes_left(lo: int, hi: int, n: int, max_sessions: int) -> int:
+    """At most how many probes the search still runs, the one at ``n`` included: while no probe
+    has failed it doubles (up to ``max_sessions``), then it bisects the open interval."""
+    if hi <= max_sessions:  # bisecting
+        return 1 + max(_bisections(n, hi), _bisections(lo, n))
+    if_fails = 1 + _bisections(lo, n)
+    if n >= max_sessions:
+        return if_fails
+    return max(if_fails, 1 + probes_left(n, hi, min(n * 2, max_sessions), max_sessions))
+
+
+def _bisections(lo: int, hi: int) -> int:
+    """Probes to settle an open interval (lo passed, hi failed) in the worst case."""
+    return 0 if hi - lo <= 1 else math.ceil(math.log2(hi - lo))
 
 
 # ---- command line --------------------------------------------------------------------------
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="streamer-loadtest",
+        prog=PROG, epilog=EXIT_CODES + " (1 also when a session failed or a segment was lost)",
         description="Run many concurrent streaming sessions against a gateway and report "
                     "latency, throughput and whether every segment came back.")
-    p.add_argument("--addr", default="ws://127.0.0.1:8080/api/v1/simple",
-                   help="websocket URL (default %(default)s)")
-    p.add_argument("--endpoint", choices=("simple", "segmented"),
-                   help="use this endpoint on --addr's host instead of --addr's path")
+    p.add_argument("-i", "--input", metavar="FILE",
+                   help="audio file to stream (default: generated speech-like audio)")
+    add_common_options(p, real_time_default=True)
     p.add_argument("-n", "--sessions", type=int, default=10,
                    help="concurrent sessions (default %(default)s; the first probe with "
                         "--find-capacity)")
     p.add_argument("--ramp-up", type=float, default=1.0,
                    help="start the sessions evenly over this many seconds (default %(default)s)")
-    pace = p.add_mutually_exclusive_group()
-    pace.add_argument("--real-time", dest="real_time", action="store_true", default=True,
-                      help="pace audio like a live source (the default)")
-    pace.add_argument("--fast", dest="real_time", action="store_false",
-                      help="send audio as fast as the gateway reads it")
-    p.add_argument("-i", "--input", help="PCM WAV file to stream (default: generated audio)")
     p.add_argument("--seconds", type=float, default=10.0,
                    help="length of the generated clip (default %(default)s)")
     p.add_argument("--channels", type=int, default=1, help="generated audio channels")
     p.add_argument("--sample-rate", type=int, default=16000, help="generated audio rate, Hz")
-    p.add_argument("--sample-format", choices=("s16", "f32"), default="s16",
-                   help="generated audio samples (default %(default)s)")
-    p.add_argument("--chunk-ms", type=float, default=100.0,
-                   help="audio per websocket frame, ms (default %(default)s)")
     p.add_argument("--duration", type=float,
                    help="keep every session streaming (clip after clip) for this many seconds")
     p.add_argument("--streams", type=int, default=1,
                    help="clips per session without --duration (default %(default)s)")
-    p.add_argument("--interim-results", action="store_true", help="ask for interim results")
     p.add_argument("--drain-timeout", type=float, default=30.0,
                    help="seconds to wait for a stream's results after 'stop' (default "
                         "%(default)s)")
@@ -432,8 +481,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the gateway's session.chunk_seconds, for expected segment counts "
                         "(default %(default)s)")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
-    p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
-                   help="live progress line on stderr (default: when stderr is a terminal)")
+    p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True,
+                   help="progress on stderr: a line fitted to the terminal, or a plain line "
+                        "every few seconds when stderr is not a terminal (default: on)")
+    p.add_argument("--progress-every", type=float, default=5.0, metavar="SECONDS",
+                   help="seconds between plain progress lines (default %(default)g)")
     cap = p.add_argument_group("capacity search")
     cap.add_argument("--find-capacity", action="store_true",
                      help="search the largest number of real-time sessions meeting the target")
@@ -441,24 +493,22 @@ def build_parser() -> argparse.ArgumentParser:
                      help="finalization latency p99 target, ms (default %(default)s)")
     cap.add_argument("--max-sessions", type=int, default=256,
                      help="upper bound of the search (default %(default)s)")
+    cap.add_argument("--plot", metavar="FILE.png",
+                     help="draw latency percentiles against sessions (needs matplotlib, the "
+                          "'bench' extra)")
     return p
 
 
-def settings_from_args(args: argparse.Namespace) -> LoadSettings:
-    url = args.addr
-    if args.endpoint:
-        parts = urlsplit(url)
-        url = urlunsplit((parts.scheme, parts.netloc, f"/api/v1/{args.endpoint}", "", ""))
+def settings_from_args(args: argparse.Namespace, url: str) -> LoadSettings:
     if args.input:
-        fmt, audio = read_wav(args.input)
+        clip = read_audio(args.input, args.sample_format)
+        fmt, audio = clip.format, clip.data
     else:
-        fmt = AudioFormat(channels=args.channels, sample_rate=args.sample_rate,
-                          bit_depth=32 if args.sample_format == "f32" else 16,
-                          is_float=args.sample_format == "f32")
+        fmt = sample_format(args.sample_format or "s16", args.channels, args.sample_rate)
         fmt.validate()
         audio = generate_audio(fmt, args.seconds)
     if not audio:
-        raise ValueError("the clip has no audio")
+        raise ValueError(f"{args.input}: the file has no audio")
     duration = args.duration
     if args.find_capacity and duration is None:
         duration = 20.0
@@ -471,10 +521,12 @@ def settings_from_args(args: argparse.Namespace) -> LoadSettings:
 
 
 def _check_args(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    check_common_options(p, args)
     for name in ("sessions", "streams", "channels", "max_sessions"):
         if getattr(args, name) < 1:
             p.error(f"--{name.replace('_', '-')} must be at least 1")
-    for name in ("seconds", "chunk_ms", "drain_timeout", "segment_seconds", "target_p99_ms"):
+    for name in ("seconds", "drain_timeout", "segment_seconds", "target_p99_ms",
+                 "progress_every"):
         if getattr(args, name) <= 0:
             p.error(f"--{name.replace('_', '-')} must be positive")
     if args.ramp_up < 0:
@@ -483,42 +535,86 @@ def _check_args(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
         p.error("--duration must be positive")
     if args.find_capacity and not args.real_time:
         p.error("--find-capacity measures real-time sessions; drop --fast")
+    if args.plot and not args.find_capacity:
+        p.error("--plot draws a capacity search; add --find-capacity")
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = build_parser()
     args = parser.parse_args(argv)
     _check_args(parser, args)
+    if args.plot:
+        from streamer.loadtest_plot import PlotUnavailable, require_matplotlib
+
+        try:
+            require_matplotlib()  # before a search that may take many minutes
+        except PlotUnavailable as exc:
+            fail(PROG, str(exc), EXIT_USAGE)
     try:
-        settings = settings_from_args(args)
-    except (OSError, ValueError) as exc:
-        parser.exit(2, f"streamer-loadtest: {exc}\n")
-    show = sys.stderr.isatty() if args.progress is None else args.progress
-
-    def progress(live: LiveCounters) -> None:
-        print("\r" + live.line(), end="", file=sys.stderr, flush=True)
-
-    def on_probe(probe: Probe) -> None:
-        if show:
-            print(file=sys.stderr)
-        print(f"probe {probe.sessions} sessions: {'pass' if probe.passed else 'FAIL'} "
-              f"({probe.why})", file=sys.stderr, flush=True)
-
+        url = resolve_url(args.addr, args.endpoint)
+    except ClientError as exc:
+        fail(PROG, f"bad --addr: {exc}", EXIT_USAGE)
+    try:
+        settings = settings_from_args(args, url)
+    except OSError as exc:
+        fail(PROG, f"cannot read {args.input}: {exc.strerror or exc}", EXIT_USAGE)
+    except ValueError as exc:
+        fail(PROG, str(exc), EXIT_USAGE)
+    progress = (Progress(sys.stderr, live=sys.stderr.isatty(), every=args.progress_every)
+                if args.progress else None)
     try:
         if args.find_capacity:
-            cap = asyncio.run(find_capacity(settings, args.target_p99_ms / 1000.0,
-                                            start=args.sessions, max_sessions=args.max_sessions,
-                                            on_probe=on_probe,
-                                            progress=progress if show else None))
+            cap = asyncio.run(_search(args, settings, progress))
+            if args.plot:
+                from streamer.loadtest_plot import plot_capacity
+
+                plot_capacity(cap, args.plot)
+                print(f"{PROG}: wrote {args.plot}", file=sys.stderr)
             print(json.dumps(cap.to_dict(), indent=2) if args.json else format_capacity(cap))
-            sys.exit(0 if cap.capacity > 0 else 1)
-        report = asyncio.run(run_load(settings, progress if show else None))
+            raise SystemExit(EXIT_OK if cap.capacity > 0 else EXIT_FAILED)
+        if progress is not None:
+            progress.begin(settings.expected_seconds)
+        report = asyncio.run(run_load(settings, progress, raise_unserved=True))
+    except ClientError as exc:
+        if progress is not None:
+            progress.finish()
+        fail(PROG, f"no session could connect: {exc}", exit_code_for(exc))
     except KeyboardInterrupt:
-        sys.exit(130)
-    if show:
-        print(file=sys.stderr)
+        raise SystemExit(EXIT_INTERRUPTED) from None
+    if progress is not None:
+        progress.finish()
     print(json.dumps(report.to_dict(), indent=2) if args.json else format_report(report))
-    sys.exit(0 if report.passed else 1)
+    raise SystemExit(EXIT_OK if report.passed else EXIT_FAILED)
+
+
+async def _search(args: argparse.Namespace, settings: LoadSettings,
+                  progress: Progress | None) -> CapacityReport:
+    about = 0
+
+    def on_probe_start(k: int, estimate: int, sessions: int) -> None:
+        nonlocal about
+        about = estimate
+        if progress is not None:
+            progress.begin(settings.expected_seconds,
+                           f"probe {k} of about {estimate}, {_sessions(sessions)}")
+
+    def on_probe(probe: Probe) -> None:
+        if progress is not None:
+            progress.finish()
+        print(f"probe {len(cap_probes) + 1} of about {about}: {_sessions(probe.sessions)} "
+              f"{'pass' if probe.passed else 'FAIL'} ({probe.why})", file=sys.stderr,
+              flush=True)
+        cap_probes.append(probe)
+
+    cap_probes: list[Probe] = []
+    return await find_capacity(settings, args.target_p99_ms / 1000.0, start=args.sessions,
+                               max_sessions=args.max_sessions, on_probe=on_probe,
+                               progress=progress, on_probe_start=on_probe_start,
+                               raise_unserved=True)
+
+
+def _sessions(n: int) -> str:
+    return f"{n} session" if n == 1 else f"{n} sessions"
 
 
 if __name__ == "__main__":

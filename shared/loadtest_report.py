@@ -93,6 +93,7 @@ class SessionRecord:
     status: str = "ok"
     reason: str | None = None
     streams: list[StreamRecord] = field(default_factory=list)
+    connect_error: Exception | None = None  # why a refused session was never served
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,7 +142,8 @@ class LoadReport:
     failure_reasons: dict[str, int]
     stream_errors: dict[str, int]
     client_cpu_seconds: float = 0.0  # the load tester's own CPU, to tell its share of a machine
-    machine_busy_cores: float = 0.0  # every process on the machine, averaged over the run
+    machine_busy_cores: float | None = 0.0  # every process on the machine, averaged over the
+    # run (None where neither psutil nor /proc/stat can tell)
 
     @property
     def passed(self) -> bool:
@@ -155,7 +157,7 @@ class LoadReport:
 
 def summarize(url: str, real_time: bool, sessions: list[SessionRecord],
               wall_seconds: float, client_cpu_seconds: float = 0.0,
-              machine_busy_cores: float = 0.0) -> LoadReport:
+              machine_busy_cores: float | None = 0.0) -> LoadReport:
     streams = [s for sess in sessions for s in sess.streams]
     served = [s for sess in sessions if sess.status != "refused" for s in sess.streams]
     known = [s.lost for s in served if s.lost is not None]
@@ -221,7 +223,8 @@ def format_report(r: LoadReport) -> str:
         f"  throughput {r.throughput_x_realtime:.2f} x real time   "
         f"results {r.results_per_second:.1f}/s   errors {r.errors_per_second:.2f}/s   "
         f"load tester CPU {r.client_cpu_seconds / max(r.wall_seconds, 1e-9):.2f} cores, "
-        f"machine {r.machine_busy_cores:.2f} cores busy",
+        f"machine {'-' if r.machine_busy_cores is None else f'{r.machine_busy_cores:.2f}'} "
+        "cores busy",
     ]
     for reason, n in sorted(r.failure_reasons.items(), key=lambda kv: -kv[1])[:5]:
         lines.append(f"  {n} session(s): {reason}")
@@ -245,9 +248,16 @@ class CapacityReport:
     target_p99: float
     capacity: int
     probes: list[Probe]
+    max_sessions: int | None = None  # the search's upper bound
+
+    @property
+    def bound_reached(self) -> bool:
+        """The bound passed: the real capacity is at least this, maybe more."""
+        return self.max_sessions is not None and self.capacity >= self.max_sessions
 
     def to_dict(self) -> dict[str, Any]:
         return {"target_p99": self.target_p99, "capacity": self.capacity,
+                "max_sessions": self.max_sessions, "bound_reached": self.bound_reached,
                 "probes": [{"sessions": p.sessions, "passed": p.passed, "why": p.why,
                             "report": p.report.to_dict()} for p in self.probes]}
 
@@ -262,5 +272,9 @@ def format_capacity(c: CapacityReport) -> str:
                      f"{ms(r.finalization.p50):>10}{ms(r.finalization.p99):>10}"
                      f"{'-' if r.lost_segments is None else r.lost_segments:>6}"
                      f"{r.failed + r.refused:>8}  {p.why}")
-    lines.append(f"  capacity: {c.capacity} real-time sessions")
+    if c.bound_reached:
+        lines.append(f"  capacity: at least {c.capacity} (bound reached) real-time sessions; "
+                     "raise --max-sessions to search further")
+    else:
+        lines.append(f"  capacity: {c.capacity} real-time sessions")
     return "\n".join(lines)

@@ -21,6 +21,7 @@ from multiprocessing.connection import wait
 from multiprocessing.process import BaseProcess
 from types import FrameType
 
+from streamer import __version__
 from streamer.errors import ConfigError
 from streamer.logs import LEVELS, setup_logging
 from streamer.workers.attach import (
@@ -48,6 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
                              "path; default $STREAMER_POOL__WORKER_ADDRESS)")
     parser.add_argument("--log-level", default=os.environ.get("STREAMER_LOG_LEVEL", "INFO"),
                         help="DEBUG, INFO, WARNING or ERROR")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     return parser
 
 

@@ -112,7 +112,7 @@ def test_client_cli_reports_a_missing_file_and_an_unreachable_gateway(tmp_path):
     out = subprocess.run([str(BIN / "streamer-client"), "-i", str(wav), "--addr",
                           f"ws://127.0.0.1:{free_port()}/api/v1/simple"],
                          capture_output=True, text=True, timeout=30)
-    assert out.returncode != 0 and "cannot stream to" in out.stderr
+    assert out.returncode == 3 and "cannot connect to 127.0.0.1" in out.stderr
 
 
 def test_sigterm_mid_stream_delivers_results_then_closes_1001(gateway_process, tmp_path):

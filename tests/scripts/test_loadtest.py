@@ -11,7 +11,16 @@ from dataclasses import replace
 
 import pytest
 
-from streamer.loadtest import LoadSettings, find_capacity, generate_audio, judge, run_load
+from streamer.client_errors import ConnectFailed
+from streamer.loadtest import (
+    LoadSettings,
+    find_capacity,
+    generate_audio,
+    judge,
+    next_probe,
+    probes_left,
+    run_load,
+)
 from streamer.loadtest_report import check_coverage, format_capacity, format_report
 from streamer.protocol import AudioFormat
 
@@ -102,18 +111,24 @@ async def test_sessions_nobody_serves_are_refused():
         port = sock.getsockname()[1]  # bound, never listening: connections are refused
         s = settings(f"ws://127.0.0.1:{port}{SIMPLE}", sessions=3, connect_timeout=5.0)
         report = await run_load(s)
-    assert (report.ok, report.failed, report.refused) == (0, 0, 3)
-    assert not report.passed and not report.every_segment_came_back
-    assert "cannot connect" in next(iter(report.failure_reasons))
+        assert (report.ok, report.failed, report.refused) == (0, 0, 3)
+        assert not report.passed and not report.every_segment_came_back
+        assert "cannot connect" in next(iter(report.failure_reasons))
+        with pytest.raises(ConnectFailed, match="cannot connect to 127.0.0.1"):
+            await run_load(s, raise_unserved=True)  # the command's one-line error
 
 
 async def test_find_capacity_bisects_to_the_largest_passing_count(gateway):
     server = await gateway(workers=1, model__constant_factor=0.05, model__mode="sleep")
     s = settings(str(server.make_url(SIMPLE)), seconds=1.2, duration=1.2, ramp_up=0.2)
-    cap = await find_capacity(s, target_p99=2.0, start=1, max_sessions=3)
+    starts: list[tuple[int, int, int]] = []
+    cap = await find_capacity(s, target_p99=2.0, start=1, max_sessions=3,
+                              on_probe_start=lambda *a: starts.append(a))
     assert [p.sessions for p in cap.probes] == [1, 2, 3]
+    assert starts == [(1, 3, 1), (2, 3, 2), (3, 3, 3)]  # probe k of about 3, n sessions
     assert cap.capacity == 3 and all(p.passed for p in cap.probes)
-    assert "capacity: 3 real-time sessions" in format_capacity(cap)
+    assert cap.bound_reached and cap.to_dict()["bound_reached"] is True
+    assert "capacity: at least 3 (bound reached)" in format_capacity(cap)
     # a target nobody can meet fails every probe
     strict = judge(cap.probes[0].report, target_p99=1e-6)
     assert strict[0] is False and "over the target" in strict[1]
@@ -143,6 +158,25 @@ async def test_the_command_prints_json_and_a_table(gateway):
     assert "every segment came back: yes" in out and "sessions     ok 2" in out
     code, out = await cli("--sessions", "0")
     assert code == 2 and "--sessions must be at least 1" in out
+
+
+@pytest.mark.parametrize("max_sessions", [1, 2, 3, 7, 64, 256])
+@pytest.mark.parametrize("start", [1, 3, 8])
+def test_the_probe_estimate_bounds_every_search_and_is_reached(max_sessions, start):
+    """For every true capacity, the search finds it (or the bound) within the first estimate,
+    the estimate never grows, and some capacity needs all of it."""
+    first = probes_left(0, max_sessions + 1, min(start, max_sessions), max_sessions)
+    longest = 0
+    for capacity in range(max_sessions + 2):
+        lo, hi, n = 0, max_sessions + 1, min(start, max_sessions)
+        probes: int = 0
+        while n is not None:
+            probes += 1
+            assert probes - 1 + probes_left(lo, hi, n, max_sessions) <= first
+            lo, hi, n = next_probe(lo, hi, n, n <= capacity, max_sessions)
+        assert lo == min(capacity, max_sessions)
+        longest = max(longest, probes)
+    assert longest == first
 
 
 def test_generated_audio_has_the_asked_length_and_format():
