@@ -14,6 +14,7 @@ from streamer.gateway.gate import install_gate
 from streamer.gateway.listeners import install_metrics_listener
 from streamer.gateway.looplag import LoopLagMonitor
 from streamer.gateway.metrics import Metrics
+from streamer.gateway.page import add_page_routes
 from streamer.gateway.pool import Pool, make_pool
 from streamer.gateway.routes import add_routes
 from streamer.gateway.session import Session
@@ -42,6 +43,7 @@ def create_app(config: Config, pool: Pool | None = None) -> web.Application:
     app.cleanup_ctx.append(_pool_ctx)
     app.on_shutdown.append(_drain_sessions)
     add_routes(app)
+    add_page_routes(app)
     install_gate(app, config)  # who may connect: keys, tokens, origins, per-key limits
     install_metrics_listener(app, config)
     return app

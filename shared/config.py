@@ -54,6 +54,15 @@ class ServerConfig:
     metrics_address: str = setting("", doc="HOST:PORT (a bare PORT binds 127.0.0.1) where "
                                    "/metrics is served instead of the main port; empty: the "
                                    "main port")
+    trace_ui_url: str = setting("", doc="address of a trace viewer with {trace_id} where the "
+                                "32-hex-digit trace id goes; the browser page links each "
+                                "stream's trace there (empty: no link)")
+
+    def __post_init__(self) -> None:
+        url = self.trace_ui_url
+        if url and ("{trace_id}" not in url or not url.startswith(("http://", "https://"))):
+            raise ConfigError("server.trace_ui_url must be an http(s) address containing "
+                              f"{{trace_id}}, where the trace id goes; got {url!r}")
 
 
 @dataclass(frozen=True, slots=True)
