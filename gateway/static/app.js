@@ -103,12 +103,20 @@ function describeClose(event) {
 
 // ---- audio sources ----------------------------------------------------------------------
 
+// Browsers give the microphone (and AudioWorklet) only to secure contexts: https:// pages and
+// pages on localhost. A file still streams from a plain http:// page.
+const NO_MICROPHONE = `the microphone is only available to pages served over https:// or from ` +
+  `localhost, and this page is ${location.origin}; stream a file instead, or open the page ` +
+  `through https`;
+
+function microphoneAllowed() {
+  return window.isSecureContext && !!(navigator.mediaDevices &&
+    navigator.mediaDevices.getUserMedia);
+}
+
 /** The microphone, through an AudioWorklet that hands over ~40 ms float32 frames (mono). */
 async function startMicrophone(ctx, onFrame) {
-  if (!navigator.mediaDevices || !navigator.mediaDevices.getUserMedia) {
-    throw new Error("this page has no microphone access: browsers allow it only on https:// " +
-      "or on localhost");
-  }
+  if (!microphoneAllowed()) throw new Error(NO_MICROPHONE);
   const stream = await navigator.mediaDevices.getUserMedia({
     audio: { channelCount: 1, echoCancellation: false, noiseSuppression: false,
              autoGainControl: false },
@@ -306,11 +314,13 @@ class Session {
     this.ws = null;
     this.opened = false;
     this.started = false;
+    this.ended = false; // failed or closed: later socket events change nothing
   }
 
   async start() {
     // The context must be made before the first await: browsers allow audio on a click only.
     this.ctx = new AudioContext();
+    if (!this.useFile && !microphoneAllowed()) return this.fail(NO_MICROPHONE);
     const { traceId, traceparent } = newTraceparent();
     showTrace(traceId);
     this.results.clear();
@@ -329,8 +339,9 @@ class Session {
         ? await startFile(this.ctx, this.file, onFrame, () => this.stop())
         : await startMicrophone(this.ctx, onFrame);
     } catch (err) {
+      this.fail(`cannot capture audio: ${err.message}`);
       this.ws.close(1000, "no audio");
-      return this.fail(`cannot capture audio: ${err.message}`);
+      return;
     }
     const format = { channels: this.source.channels, sample_rate: this.ctx.sampleRate,
                      bit_depth: 32, is_float: true };
@@ -432,22 +443,22 @@ class Session {
   }
 
   onClose(event) {
+    if (this.ended) return;
+    if (event.code !== 1000) return this.fail(describeClose(event));
     this.release();
-    setSpeech("off");
-    if (event.code === 1000) {
-      setState("stopped", `Stopped: ${this.results.rows.size} results.`);
-    } else {
-      this.fail(describeClose(event));
-    }
+    setState("stopped", `Stopped: ${this.results.rows.size} results.`);
   }
 
   fail(message) {
+    if (this.ended) return;
     this.release();
     showError(message);
     setState("failed", "Failed.");
   }
 
   release() {
+    this.ended = true;
+    setSpeech("off");
     if (this.source) this.source.stop();
     if (this.ctx && this.ctx.state !== "closed") this.ctx.close();
     if (session === this) session = null;

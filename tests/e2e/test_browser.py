@@ -15,6 +15,9 @@ from typing import Any
 
 import pytest
 
+from streamer.protocol import AudioFormat
+from tests.audio_gen import write_wav
+
 ROOT = Path(__file__).resolve().parents[2]
 SPEECH = ROOT / "tests" / "data" / "speech_3_sentences.wav"  # 16 kHz mono, 3 sentences, 6.25 s
 SPEECH_SAMPLES = 99970
@@ -63,10 +66,10 @@ def browser(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Callabl
     monkeypatch.setattr(SeleniumManager, "binary_paths", no_downloads)
     drivers: list[Browser] = []
 
-    def start(fake_audio: Path | None = None) -> Browser:
+    def start(fake_audio: Path | None = None, flags: tuple[str, ...] = ()) -> Browser:
         options = webdriver.ChromeOptions()
         options.binary_location = str(CHROMIUM)
-        for flag in CHROMIUM_FLAGS:
+        for flag in (*CHROMIUM_FLAGS, *flags):
             options.add_argument(flag)
         options.add_argument(f"--user-data-dir={tmp_path / f'profile{len(drivers)}'}")
         # A microphone that plays the WAV once, and no permission prompt.
@@ -301,3 +304,35 @@ async def test_a_refused_session_is_shown_with_the_gateways_reason(
     assert all("503" in e["message"] or "WebSocket" in e["message"]
                for e in severe(page["console"])), page["console"]
     assert not [e for e in page["console"] if e.get("source") == "javascript"], page["console"]
+
+
+async def test_on_plain_http_away_from_localhost_the_page_says_why_and_a_file_still_streams(
+        gateway: Any, browser: Callable[..., Browser], tmp_path: Path) -> None:
+    server = await gateway(workers=1)
+    # A name for 127.0.0.1 that the browser does not count as localhost: not a secure context.
+    url = f"http://gateway.test:{server.port}/"
+    stereo = write_wav(tmp_path / "stereo.wav", AudioFormat(2, 22050, 16, False), 1.0)
+
+    def drive() -> dict[str, Any]:
+        driver = browser(fake_audio=SPEECH,
+                         flags=("--host-resolver-rules=MAP gateway.test 127.0.0.1",))
+        open_page(driver, url, "counter")
+        element(driver, "start").click()
+        refused = wait_for(driver, lambda s: s["state"] == "failed", "no microphone")
+        choose(driver, endpoint="/api/v1/simple", file=stereo)
+        element(driver, "start").click()
+        done = wait_for(driver, lambda s: s["state"] == "stopped", "the file streamed")
+        return {"refused": refused, "done": done, "rows": result_rows(driver),
+                "format": element(driver, "format").text, "console": console(driver)}
+
+    page = await asyncio.to_thread(drive)
+    assert page["refused"]["error"] == (
+        "the microphone is only available to pages served over https:// or from localhost, "
+        f"and this page is http://gateway.test:{server.port}; stream a file instead, or open "
+        "the page through https")
+    assert page["done"]["error"] == ""
+    assert "stereo.wav (1.0 s, 2 ch)" in page["format"]
+    for channel in ("0", "1"):
+        counts = [int(r["fields"]["count"]) for r in page["rows"] if r["channel"] == channel]
+        assert abs(sum(counts) - 16000) <= 2, (channel, counts)
+    assert severe(page["console"]) == [], page["console"]
