@@ -30,7 +30,7 @@ SCREENSHOT_ENV = "BROWSER_TEST_SCREENSHOT"
 # browser's own background traffic, a fresh profile per browser.
 CHROMIUM_FLAGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic",
                   "--disable-background-networking", "--disable-component-update",
-                  "--disable-sync", "--no-first-run", "--window-size=1100,820"]
+                  "--disable-sync", "--no-first-run", "--window-size=1100,680"]
 MISSING_HELP = "apt-get install -y chromium chromium-driver; pip install selenium"
 
 Browser = Any  # selenium's WebDriver, imported only when a browser is there
