@@ -207,27 +207,42 @@ function formatNumber(value) {
   return Math.abs(value) >= 100 ? value.toFixed(1) : value.toPrecision(3);
 }
 
-/** A model's output: its text if it has one (words as tooltips), else its fields by name. */
+/** A word's times, whatever the model calls them: start/end or start_time/end_time. */
+function wordTimes(w) {
+  const start = w.start ?? w.start_time;
+  const end = w.end ?? w.end_time;
+  return typeof start === "number" && typeof end === "number"
+    ? `${start.toFixed(2)}–${end.toFixed(2)} s` : "";
+}
+
+/** A model's output: its text if it has one (and its words with their times, if given), else
+ *  its fields by name. */
 function renderOutput(cell, event) {
   cell.textContent = "";
   if (typeof event.text === "string") {
-    const text = document.createElement("span");
+    const text = document.createElement("div");
     text.className = "text";
+    text.textContent = event.text || "…";
+    cell.append(text);
     if (Array.isArray(event.words) && event.words.length) {
-      event.words.forEach((w, i) => {
+      const words = document.createElement("div");
+      words.className = "words";
+      for (const w of event.words) {
         const word = document.createElement("span");
         word.className = "word";
-        word.textContent = w.word ?? w.text ?? String(w);
-        if (typeof w.start === "number" && typeof w.end === "number") {
-          word.title = `${w.start.toFixed(2)}–${w.end.toFixed(2)} s`;
+        const spelled = typeof w === "string" ? w : w.word ?? w.text ?? JSON.stringify(w);
+        const times = typeof w === "object" && w !== null ? wordTimes(w) : "";
+        word.textContent = spelled;
+        if (times) {
+          const at = document.createElement("span");
+          at.className = "at";
+          at.textContent = times;
+          word.append(at);
         }
-        if (i) text.append(" ");
-        text.append(word);
-      });
-    } else {
-      text.textContent = event.text || "…";
+        words.append(word);
+      }
+      cell.append(words);
     }
-    cell.append(text);
     return;
   }
   for (const [name, value] of Object.entries(event)) {
@@ -320,6 +335,7 @@ class Session {
   async start() {
     // The context must be made before the first await: browsers allow audio on a click only.
     this.ctx = new AudioContext();
+    this.ctx.resume();
     if (!this.useFile && !microphoneAllowed()) return this.fail(NO_MICROPHONE);
     const { traceId, traceparent } = newTraceparent();
     showTrace(traceId);
@@ -492,6 +508,8 @@ function updateButton() {
   const running = session !== null;
   button.textContent = running ? "Stop" : "Start";
   button.disabled = running && ["connecting", "stopping"].includes(session.state);
+  // The choices apply to the next stream; they cannot change a running one.
+  for (const fieldset of $("controls").querySelectorAll("fieldset")) fieldset.disabled = running;
 }
 
 async function onSubmit(event) {

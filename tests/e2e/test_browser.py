@@ -299,10 +299,10 @@ async def test_a_refused_session_is_shown_with_the_gateways_reason(
         "the gateway refused the session (HTTP 503): no worker is ready yet (starting up or "
         "restarting); try again shortly; try again in 2 s")
     assert page["done"]["speech"] == "off" and page["button"] == "Start"
-    # The browser itself reports the refused upgrade and the 503 it then read; the page's own
-    # script raised nothing.
-    assert all("503" in e["message"] or "WebSocket" in e["message"]
-               for e in severe(page["console"])), page["console"]
+    # The browser itself reports the refused upgrade and the 503 it then read (network
+    # messages); the page's own script raised nothing.
+    errors = severe(page["console"])
+    assert errors and all(e["source"] == "network" and "503" in e["message"] for e in errors)
     assert not [e for e in page["console"] if e.get("source") == "javascript"], page["console"]
 
 
@@ -335,4 +335,56 @@ async def test_on_plain_http_away_from_localhost_the_page_says_why_and_a_file_st
     for channel in ("0", "1"):
         counts = [int(r["fields"]["count"]) for r in page["rows"] if r["channel"] == channel]
         assert abs(sum(counts) - 16000) <= 2, (channel, counts)
+    assert severe(page["console"]) == [], page["console"]
+
+
+# A transcription model's events, as the page receives them: interims with text, then the final
+# text and its words. Fed to the page's own result table, in the browser.
+SHOW_TEXT_EVENTS = """
+const row = (tr) => ({kind: tr.className, text: tr.cells[2].querySelector(".text")?.textContent,
+                      words: Array.from(tr.cells[2].querySelectorAll(".word"),
+                                        (w) => w.textContent),
+                      color: getComputedStyle(tr.cells[2]).color,
+                      result: tr.cells[2].textContent, latency: tr.cells[3].textContent});
+const results = new Results(document.getElementById("rows"));
+results.show({type: "segment", channel: 0, start_time: 0.5, end_time: 1.0, is_final: false,
+              text: "the quick"}, 41);
+const interim = row(document.querySelector("#rows tr"));
+results.show({type: "segment", channel: 0, start_time: 0.5, end_time: 1.5, is_final: false,
+              text: "the quick brown"}, 40);
+results.show({type: "segment", channel: 0, start_time: 0.5, end_time: 1.8, is_final: true,
+              text: "The quick brown fox.", words: [
+                {word: "the", start: 0.5, end: 0.7}, {word: "quick", start: 0.7, end: 1.0},
+                {word: "brown", start: 1.0, end: 1.4}, {word: "fox", start: 1.4, end: 1.8}]},
+             620);
+results.show({type: "error", channel: 1, start_time: 0.5, end_time: 1.8, is_final: true,
+              message: "inference failed: worker 0 crashed (tried 3 times)"}, 700);
+return {interim, rows: Array.from(document.querySelectorAll("#rows tr"), row)};
+"""
+
+
+async def test_text_results_interim_in_grey_replaced_by_the_final_text_and_its_words(
+        gateway: Any, browser: Callable[..., Browser]) -> None:
+    server = await gateway(workers=1, pool="inline")
+    url = str(server.make_url("/"))
+
+    def drive() -> dict[str, Any]:
+        driver = browser()
+        open_page(driver, url, "counter")
+        shown = driver.execute_script(SHOW_TEXT_EVENTS)
+        return {**shown, "state": page_state(driver), "console": console(driver)}
+
+    page = await asyncio.to_thread(drive)
+    interim = page["interim"]
+    assert interim["kind"] == "interim" and interim["text"] == "the quick"
+    final, failed = page["rows"]  # the interims' row now holds the final result
+    assert final["kind"] == "final" and final["text"] == "The quick brown fox."
+    assert interim["color"] == "rgb(122, 131, 140)" != final["color"]  # grey, then not
+    assert final["words"] == ["the0.50–0.70 s", "quick0.70–1.00 s", "brown1.00–1.40 s",
+                              "fox1.40–1.80 s"]
+    assert final["latency"] == "620 ms"
+    assert failed["kind"] == "failed"
+    assert failed["result"] == "error: inference failed: worker 0 crashed (tried 3 times)"
+    assert page["state"]["final"] == 1 and page["state"]["interim"] == 2
+    assert page["state"]["failed"] == 1
     assert severe(page["console"]) == [], page["console"]
