@@ -18,7 +18,7 @@ const CLOSE_CODES = {
   1013: "try again later",
 };
 // Event fields shown in their own columns; everything else a model returns is its output.
-const FRAME_FIELDS = new Set(["type", "channel", "start_time", "end_time", "is_final"]);
+const ENVELOPE_FIELDS = new Set(["type", "channel", "start_time", "end_time", "is_final"]);
 
 const $ = (id) => document.getElementById(id);
 let pageConfig = { model: "?", version: "", trace_ui_url: null };
@@ -246,7 +246,7 @@ function renderOutput(cell, event) {
     return;
   }
   for (const [name, value] of Object.entries(event)) {
-    if (FRAME_FIELDS.has(name) || name === "message") continue;
+    if (ENVELOPE_FIELDS.has(name) || name === "message") continue;
     const field = document.createElement("span");
     field.className = "field";
     const label = document.createElement("span");
@@ -449,7 +449,7 @@ class Session {
   }
 
   async stop() {
-    if (this.state === "stopping" || !this.ws) return;
+    if (this.ended || this.state === "stopping" || !this.ws) return;
     this.state = "stopping";
     setState("stopping", "Stopping: waiting for the last results…");
     if (this.source) await this.source.stop();
