@@ -9,6 +9,7 @@ import logging
 import os
 import re
 import shutil
+import wave
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -20,7 +21,8 @@ from tests.audio_gen import write_wav
 
 ROOT = Path(__file__).resolve().parents[2]
 SPEECH = ROOT / "tests" / "data" / "speech_3_sentences.wav"  # 16 kHz mono, 3 sentences, 6.25 s
-SPEECH_SAMPLES = 99970
+with wave.open(str(SPEECH)) as _speech:
+    SPEECH_SAMPLES = _speech.getnframes()  # 16 kHz: what the gateway counts, resampled or not
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMEDRIVER = Path("/usr/bin/chromedriver")
 TRACE_UI = "http://127.0.0.1:16686/trace/{trace_id}"
