@@ -343,25 +343,28 @@ async def test_on_plain_http_away_from_localhost_the_page_says_why_and_a_file_st
 # A transcription model's events, as the page receives them: interims with text, then the final
 # text and its words. Fed to the page's own result table, in the browser.
 SHOW_TEXT_EVENTS = """
-const row = (tr) => ({kind: tr.className, text: tr.cells[2].querySelector(".text")?.textContent,
-                      words: Array.from(tr.cells[2].querySelectorAll(".word"),
-                                        (w) => w.textContent),
-                      color: getComputedStyle(tr.cells[2]).color,
-                      result: tr.cells[2].textContent, latency: tr.cells[3].textContent});
-const results = new Results(document.getElementById("rows"));
-results.show({type: "segment", channel: 0, start_time: 0.5, end_time: 1.0, is_final: false,
-              text: "the quick"}, 41);
-const interim = row(document.querySelector("#rows tr"));
-results.show({type: "segment", channel: 0, start_time: 0.5, end_time: 1.5, is_final: false,
-              text: "the quick brown"}, 40);
-results.show({type: "segment", channel: 0, start_time: 0.5, end_time: 1.8, is_final: true,
-              text: "The quick brown fox.", words: [
-                {word: "the", start: 0.5, end: 0.7}, {word: "quick", start: 0.7, end: 1.0},
-                {word: "brown", start: 1.0, end: 1.4}, {word: "fox", start: 1.4, end: 1.8}]},
-             620);
-results.show({type: "error", channel: 1, start_time: 0.5, end_time: 1.8, is_final: true,
-              message: "inference failed: worker 0 crashed (tried 3 times)"}, 700);
-return {interim, rows: Array.from(document.querySelectorAll("#rows tr"), row)};
+const done = arguments[arguments.length - 1];
+import("/static/results.js").then(({ Results }) => {
+  const row = (tr) => ({kind: tr.className, text: tr.cells[2].querySelector(".text")?.textContent,
+                        words: Array.from(tr.cells[2].querySelectorAll(".word"),
+                                          (w) => w.textContent),
+                        color: getComputedStyle(tr.cells[2]).color,
+                        result: tr.cells[2].textContent, latency: tr.cells[3].textContent});
+  const results = new Results(document.getElementById("rows"));
+  results.show({type: "segment", channel: 0, start_time: 0.5, end_time: 1.0, is_final: false,
+                text: "the quick"}, 41);
+  const interim = row(document.querySelector("#rows tr"));
+  results.show({type: "segment", channel: 0, start_time: 0.5, end_time: 1.5, is_final: false,
+                text: "the quick brown"}, 40);
+  results.show({type: "segment", channel: 0, start_time: 0.5, end_time: 1.8, is_final: true,
+                text: "The quick brown fox.", words: [
+                  {word: "the", start: 0.5, end: 0.7}, {word: "quick", start: 0.7, end: 1.0},
+                  {word: "brown", start: 1.0, end: 1.4}, {word: "fox", start: 1.4, end: 1.8}]},
+               620);
+  results.show({type: "error", channel: 1, start_time: 0.5, end_time: 1.8, is_final: true,
+                message: "inference failed: worker 0 crashed (tried 3 times)"}, 700);
+  done({interim, rows: Array.from(document.querySelectorAll("#rows tr"), row)});
+}).catch((err) => done({error: String(err)}));
 """
 
 
@@ -373,7 +376,8 @@ async def test_text_results_interim_in_grey_replaced_by_the_final_text_and_its_w
     def drive() -> dict[str, Any]:
         driver = browser()
         open_page(driver, url, "counter")
-        shown = driver.execute_script(SHOW_TEXT_EVENTS)
+        shown = driver.execute_async_script(SHOW_TEXT_EVENTS)
+        assert "error" not in shown, shown
         return {**shown, "state": page_state(driver), "console": console(driver)}
 
     page = await asyncio.to_thread(drive)
