@@ -97,18 +97,21 @@ def element(driver: Browser, id_: str) -> Any:
     return driver.find_element(By.ID, id_)
 
 
+# One round trip per look, so a state the page passes through is read as a whole.
+READ_STATE = """
+const $ = (id) => document.getElementById(id);
+const counts = $("results").dataset;
+return {state: document.body.dataset.state, speech: $("speech").dataset.speech,
+        status: $("status").textContent, error: $("error").hidden ? "" : $("error").textContent,
+        final: Number(counts.final || 0), interim: Number(counts.interim || 0),
+        failed: Number(counts.failed || 0),
+        interim_rows: document.querySelectorAll("#rows tr.interim").length};
+"""
+
+
 def page_state(driver: Browser) -> dict[str, Any]:
     """What a person sees at a glance, and the counters the page keeps on its results table."""
-    results = element(driver, "results")
-    error = element(driver, "error")
-    return {"state": driver.find_element("tag name", "body").get_attribute("data-state"),
-            "speech": element(driver, "speech").get_attribute("data-speech"),
-            "status": element(driver, "status").text,
-            "error": error.text if error.is_displayed() else "",
-            "final": int(results.get_attribute("data-final") or 0),
-            "interim": int(results.get_attribute("data-interim") or 0),
-            "failed": int(results.get_attribute("data-failed") or 0),
-            "interim_rows": len(driver.find_elements("css selector", "#rows tr.interim"))}
+    return driver.execute_script(READ_STATE)
 
 
 def wait_for(driver: Browser, check: Callable[[dict[str, Any]], bool], what: str,
