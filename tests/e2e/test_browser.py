@@ -18,6 +18,7 @@ import pytest
 
 from streamer.protocol import AudioFormat
 from tests.audio_gen import write_wav
+from tests.schema import problems
 
 ROOT = Path(__file__).resolve().parents[2]
 SPEECH = ROOT / "tests" / "data" / "speech_3_sentences.wav"  # 16 kHz mono, 3 sentences, 6.25 s
@@ -36,6 +37,24 @@ CHROMIUM_FLAGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-
 MISSING_HELP = "apt-get install -y chromium chromium-driver; pip install selenium"
 
 Browser = Any  # selenium's WebDriver, imported only when a browser is there
+# Run in every page before its own scripts: keeps each JSON text frame the page's websockets
+# send and receive, so the test can hold them against the published protocol schema.
+RECORD_FRAMES = """
+window.recordedFrames = [];
+const NativeWebSocket = window.WebSocket;
+window.WebSocket = class extends NativeWebSocket {
+  constructor(...args) {
+    super(...args);
+    this.addEventListener("message", (event) => {
+      if (typeof event.data === "string") window.recordedFrames.push(["received", event.data]);
+    });
+  }
+  send(data) {
+    if (typeof data === "string") window.recordedFrames.push(["sent", data]);
+    return super.send(data);
+  }
+};
+"""
 
 
 def missing_parts() -> list[str]:
@@ -82,6 +101,7 @@ def browser(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Callabl
         options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
         driver = webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=options)
         drivers.append(driver)
+        driver.execute_cdp_cmd("Page.addScriptToEvaluateOnNewDocument", {"source": RECORD_FRAMES})
         return driver
 
     yield start
@@ -130,6 +150,16 @@ def wait_for(driver: Browser, check: Callable[[dict[str, Any]], bool], what: str
 
 def console(driver: Browser) -> list[dict[str, Any]]:
     return driver.get_log("browser")
+
+
+def protocol_problems(driver: Browser) -> tuple[int, list[str]]:
+    """How many JSON frames the page exchanged, and each one the protocol schema rejects."""
+    frames = driver.execute_script("return window.recordedFrames;")
+    found = []
+    for direction, text in frames:
+        for problem in problems("ClientMessage" if direction == "sent" else "ServerEvent", text):
+            found.append(f"{direction} {text[:200]}: {problem}")
+    return len(frames), found
 
 
 def severe(entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -204,7 +234,7 @@ async def test_microphone_on_segmented_shows_speech_activity_and_the_models_fiel
         trace = element(driver, "trace").find_element("tag name", "a")
         return {"done": done, "rows": result_rows(driver), "format": element(driver, "format").text,
                 "trace": trace.text, "href": trace.get_attribute("href"),
-                "console": console(driver)}
+                "console": console(driver), "protocol": protocol_problems(driver)}
 
     page = await asyncio.to_thread(drive)
     rows = page["rows"]
@@ -233,6 +263,8 @@ async def test_microphone_on_segmented_shows_speech_activity_and_the_models_fiel
     assert len(started) == 1 and f"trace {page['trace']}]" in started[0], started
     assert f"1 ch, {rate.group(1)} Hz, 32-bit float" in started[0]
     assert severe(page["console"]) == [], page["console"]
+    frames, wrong = page["protocol"]  # start, stop and the events, as the schema says
+    assert frames > 2 and wrong == [], wrong
 
 
 async def test_a_chosen_file_streams_at_real_time_on_simple(
@@ -250,7 +282,7 @@ async def test_a_chosen_file_streams_at_real_time_on_simple(
                  "results while the file streams")
         done = wait_for(driver, lambda s: s["state"] == "stopped", "the end of the file")
         return {"done": done, "rows": result_rows(driver), "format": element(driver, "format").text,
-                "console": console(driver)}
+                "console": console(driver), "protocol": protocol_problems(driver)}
 
     page = await asyncio.to_thread(drive)
     rows = page["rows"]
@@ -262,6 +294,8 @@ async def test_a_chosen_file_streams_at_real_time_on_simple(
     total = sum(int(r["fields"]["count"]) for r in rows)
     assert abs(total - SPEECH_SAMPLES) <= 16, total
     assert severe(page["console"]) == [], page["console"]
+    frames, wrong = page["protocol"]  # start, stop and the events, as the schema says
+    assert frames > 2 and wrong == [], wrong
 
 
 async def test_a_close_code_is_shown_with_its_meaning_and_reason(
@@ -275,13 +309,15 @@ async def test_a_close_code_is_shown_with_its_meaning_and_reason(
         choose(driver, endpoint="/api/v1/simple", file=SPEECH)
         element(driver, "start").click()
         done = wait_for(driver, lambda s: s["state"] == "failed", "the stream ended by the server")
-        return {"done": done, "console": console(driver)}
+        return {"done": done, "console": console(driver), "protocol": protocol_problems(driver)}
 
     page = await asyncio.to_thread(drive)
     assert page["done"]["error"] == ("connection closed with code 1008 (policy violation): "
                                      "stream longer than the maximum of 1 s of audio")
     assert page["done"]["final"] >= 2  # the results before the limit were shown
     assert severe(page["console"]) == [], page["console"]
+    frames, wrong = page["protocol"]  # start, stop and the events, as the schema says
+    assert frames > 2 and wrong == [], wrong
 
 
 async def test_a_refused_session_is_shown_with_the_gateways_reason(
@@ -328,7 +364,8 @@ async def test_on_plain_http_away_from_localhost_the_page_says_why_and_a_file_st
         element(driver, "start").click()
         done = wait_for(driver, lambda s: s["state"] == "stopped", "the file streamed")
         return {"refused": refused, "done": done, "rows": result_rows(driver),
-                "format": element(driver, "format").text, "console": console(driver)}
+                "format": element(driver, "format").text, "console": console(driver),
+                "protocol": protocol_problems(driver)}
 
     page = await asyncio.to_thread(drive)
     assert page["refused"]["error"] == (
@@ -341,6 +378,8 @@ async def test_on_plain_http_away_from_localhost_the_page_says_why_and_a_file_st
         counts = [int(r["fields"]["count"]) for r in page["rows"] if r["channel"] == channel]
         assert abs(sum(counts) - 16000) <= 2, (channel, counts)
     assert severe(page["console"]) == [], page["console"]
+    frames, wrong = page["protocol"]  # start, stop and the events, as the schema says
+    assert frames > 2 and wrong == [], wrong
 
 
 # A transcription model's events, as the page receives them: interims with text, then the final
