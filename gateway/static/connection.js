@@ -41,8 +41,21 @@ export async function explainFailedConnect(endpoint) {
     return `the gateway refused the session (HTTP 503): ${reason || "no reason given"}` +
       (retry ? `; try again in ${retry} s` : "");
   }
-  return `the websocket connection to ${endpoint} failed; a plain request to it now gets ` +
-    `HTTP ${response.status} ${response.statusText}`.trimEnd();
+  // Refusals before admission (origin, key, a key's limits) answer only a real upgrade.
+  let auth = null;
+  try {
+    const info = await fetch("/api/v1/auth", { cache: "no-store" });
+    if (info.ok) auth = await info.json();
+  } catch (err) {
+    auth = null;
+  }
+  if (auth && auth.required) {
+    return "the gateway refused the connection: it needs an API key or token, which this " +
+      "page does not send";
+  }
+  return `the gateway refused the websocket upgrade to ${endpoint} (the browser does not ` +
+    "say why; the gateway's log does: for example this page's origin is not in " +
+    "auth.allowed_origins)";
 }
 
 export function describeClose(event) {

@@ -349,8 +349,9 @@ async def test_a_refused_session_is_shown_with_the_gateways_reason(
 
 async def test_on_plain_http_away_from_localhost_the_page_says_why_and_a_file_still_streams(
         gateway: Any, browser: Callable[..., Browser], tmp_path: Path) -> None:
-    server = await gateway(workers=1)
     # A name for 127.0.0.1 that the browser does not count as localhost: not a secure context.
+    # The gateway takes websockets from its own origin under such a name only when told to.
+    server = await gateway(workers=1, auth__allow_anonymous=True)
     url = f"http://gateway.test:{server.port}/"
     stereo = write_wav(tmp_path / "stereo.wav", AudioFormat(2, 22050, 16, False), 1.0)
 
@@ -436,3 +437,27 @@ async def test_text_results_interim_in_grey_replaced_by_the_final_text_and_its_w
     assert page["state"]["final"] == 1 and page["state"]["interim"] == 2
     assert page["state"]["failed"] == 1
     assert severe(page["console"]) == [], page["console"]
+
+
+async def test_an_origin_the_gateway_refuses_is_shown_in_words(
+        gateway: Any, browser: Callable[..., Browser]) -> None:
+    # No keys and no --allow-anonymous: the gateway takes its own page only under a loopback
+    # name, and refuses the upgrade (403) before any handler, where the page cannot read why.
+    server = await gateway(workers=1)
+    url = f"http://gateway.test:{server.port}/"
+
+    def drive() -> dict[str, Any]:
+        driver = browser(flags=("--host-resolver-rules=MAP gateway.test 127.0.0.1",))
+        open_page(driver, url, "counter")
+        choose(driver, file=SPEECH)
+        element(driver, "start").click()
+        done = wait_for(driver, lambda s: s["state"] == "failed", "the refusal")
+        return {"done": done, "console": console(driver)}
+
+    page = await asyncio.to_thread(drive)
+    assert page["done"]["error"] == (
+        "the gateway refused the websocket upgrade to /api/v1/segmented (the browser does not "
+        "say why; the gateway's log does: for example this page's origin is not in "
+        "auth.allowed_origins)")
+    errors = severe(page["console"])
+    assert errors and all(e["source"] == "network" for e in errors), page["console"]
