@@ -8,16 +8,21 @@ import dataclasses
 import logging
 import os
 import signal
+import socket
+import ssl
 import sys
-from typing import Any
+import time
+from typing import Any, NoReturn
 
 from aiohttp import web
 
 from streamer import __version__
 from streamer.config import Config, describe_settings, load_config, parse_assignment
-from streamer.errors import ConfigError, PoolUnavailable
+from streamer.errors import ConfigError
 from streamer.gateway.auth import describe_settings as describe_auth_settings
+from streamer.gateway.state import BOOT, METRICS, POOL
 from streamer.gateway.vad import VadSettings
+from streamer.logs import FORMAT_ENV as LOG_FORMAT_ENV
 from streamer.logs import setup_logging
 from streamer.tracing import shutdown_tracing
 
@@ -59,6 +64,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--allow-anonymous", action="store_true", default=None,
                         help="without API keys (auth.keys), serve on a non-loopback address "
                              "anyway: anyone who reaches it may use the workers")
+    parser.add_argument("--log-format", choices=("text", "json"),
+                        help="text (default) or json: one object a line, with session and "
+                             "trace ids as fields")
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     return parser
 
@@ -68,6 +76,7 @@ def config_from_args(args: argparse.Namespace) -> Config:
     for flag, dotted in (("host", "server.host"), ("port", "server.port"),
                          ("workers", "pool.workers"), ("model", "model.name"),
                          ("log_level", "server.log_level"),
+                         ("log_format", "server.log_format"),
                          ("worker_address", "pool.worker_address"),
                          ("tls_cert", "server.tls_cert"), ("tls_key", "server.tls_key"),
                          ("metrics_address", "server.metrics_address"),
@@ -83,9 +92,10 @@ def main(argv: list[str] | None = None) -> None:
     try:
         config = config_from_args(args)
     except ConfigError as exc:
-        print(f"streamer-gateway: configuration error: {exc}", file=sys.stderr)
-        raise SystemExit(2) from None
-    setup_logging(config.server.log_level, process="gateway")
+        fail(f"configuration error: {exc}")
+    setup_logging(config.server.log_level, process="gateway",
+                  log_format=config.server.log_format)
+    os.environ[LOG_FORMAT_ENV] = config.server.log_format  # embedded workers log alike
     from streamer.gateway.app import (
         create_app,  # after logging, so import-time messages are formatted
     )
@@ -93,27 +103,93 @@ def main(argv: list[str] | None = None) -> None:
 
     try:
         ssl_context = tls_context(config.server)
-        app = create_app(config)
+        app = create_app(config, boot_in_background=True)
     except ConfigError as exc:
-        print(f"streamer-gateway: configuration error: {exc}", file=sys.stderr)
-        raise SystemExit(2) from None
-    attached = (f", attached workers at {config.pool.worker_address}"
-                if config.pool.worker_address else "")
-
-    def listening(_: str) -> None:  # run_app calls this once the port is open
-        log.info("listening on %s://%s:%d (%d workers%s, model %s)",
-                 "https" if ssl_context else "http", config.server.host,
-                 config.server.port, config.pool.workers, attached, config.model.name)
-
-    app.on_shutdown.insert(0, _second_signal_exits_at_once)
+        fail(f"configuration error: {exc}")
+    try:  # before any worker starts: a busy port costs no model load
+        sock = bind(config.server.host, config.server.port)
+    except OSError as exc:
+        fail(f"cannot listen on {config.server.host}:{config.server.port}: "
+             f"{exc.strerror or exc}")
     try:
-        web.run_app(app, host=config.server.host, port=config.server.port, print=listening,
-                    access_log=None, ssl_context=ssl_context)
-    except (PoolUnavailable, ConfigError) as exc:
-        log.error("cannot start: %s", exc)
-        raise SystemExit(1) from None
+        code = asyncio.run(serve(app, sock, config, ssl_context))
     finally:
         shutdown_tracing()
+    raise SystemExit(code)
+
+
+def fail(message: str) -> NoReturn:
+    """One line on stderr and exit status 2: the command line or its environment is wrong."""
+    print(f"streamer-gateway: {message}", file=sys.stderr)
+    raise SystemExit(2)
+
+
+def bind(host: str, port: int) -> socket.socket:
+    """The listening socket, bound now (``listen`` comes when the server starts)."""
+    family, kind, proto, _, address = socket.getaddrinfo(
+        host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0]
+    sock = socket.socket(family, kind, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as asyncio does
+        sock.bind(address)
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
+async def serve(app: web.Application, sock: socket.socket, config: Config,
+                ssl_context: ssl.SSLContext | None = None) -> int:
+    """Serve until SIGINT/SIGTERM (exit 0) or until the workers cannot start (exit 1),
+    logging start, readiness, drain and exit with their counts."""
+    loop = asyncio.get_running_loop()
+    started = time.monotonic()
+    stop = asyncio.Event()
+    received: list[str] = []
+
+    def on_signal(sig: signal.Signals) -> None:
+        received.append(sig.name)
+        stop.set()
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, on_signal, sig)
+    app.on_shutdown.insert(0, _second_signal_exits_at_once)
+    runner = web.AppRunner(app, handle_signals=False, access_log=None)
+    try:
+        await runner.setup()  # a metrics address that cannot be bound fails here
+    except ConfigError as exc:
+        log.error("cannot start: %s", exc)
+        await runner.cleanup()
+        return 1
+    site = web.SockSite(runner, sock, ssl_context=ssl_context)
+    await site.start()
+    host, port = sock.getsockname()[:2]
+    attached = (f", attached workers at {config.pool.worker_address}"
+                if config.pool.worker_address else "")
+    log.info("listening on %s://%s:%d (%d workers%s, model %s); /readyz answers 200 once a "
+             "worker is ready", "https" if ssl_context else "http",
+             host if ":" not in host else f"[{host}]", port,
+             config.pool.workers, attached, config.model.name)
+    boot = app[BOOT]
+    stopping = asyncio.ensure_future(stop.wait())
+    await asyncio.wait({boot, stopping}, return_when=asyncio.FIRST_COMPLETED)
+    code = 0
+    if boot.done() and (boot.cancelled() or boot.exception() is not None):
+        reason = "cancelled" if boot.cancelled() else boot.exception()
+        log.error("cannot start: %s", reason)
+        code = 1
+    else:
+        if boot.done():
+            log.info("ready after %.2f s: %d of %d workers ready", time.monotonic() - started,
+                     app[POOL].stats().ready, app[POOL].stats().size)
+        await stopping
+        log.info("%s received: stopping", received[0] if received else "signal")
+    stopping.cancel()
+    await runner.cleanup()
+    streams, answered = app[METRICS].totals()
+    log.info("exiting after %.1f s: %d streams served, %d segments answered",
+             time.monotonic() - started, streams, answered)
+    return code
 
 
 async def _second_signal_exits_at_once(app: web.Application) -> None:

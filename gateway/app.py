@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import time
 from collections.abc import AsyncIterator
+from functools import partial
 
 from aiohttp import web
 
@@ -18,15 +21,29 @@ from streamer.gateway.page import add_page_routes
 from streamer.gateway.pool import Pool, make_pool
 from streamer.gateway.routes import add_routes
 from streamer.gateway.session import Session
-from streamer.gateway.state import ADMISSION, CONFIG, LOOP_LAG, METRICS, POOL, SESSIONS
+from streamer.gateway.state import (
+    ADMISSION,
+    BOOT,
+    CONFIG,
+    LOOP_LAG,
+    METRICS,
+    POOL,
+    SESSIONS,
+    serving_stats,
+)
 from streamer.tracing import setup_tracing
 
 log = logging.getLogger(__name__)
 
 
-def create_app(config: Config, pool: Pool | None = None) -> web.Application:
+def create_app(config: Config, pool: Pool | None = None, *,
+               boot_in_background: bool = False) -> web.Application:
     """Build the app. Start-up order: tracing, metrics and loop-lag monitor, then the pool;
-    shutdown runs the other way after every session was drained and closed."""
+    shutdown runs the other way after every session was drained and closed.
+
+    ``boot_in_background``: start-up returns while the workers boot, so the server answers
+    (``/livez`` 200, ``/readyz`` 503) during a long model load; ``app[BOOT]`` is the boot task,
+    whose failure the caller handles. Otherwise start-up waits for the pool, as tests expect."""
     setup_tracing("streamer-gateway")
     app = web.Application()
     app[CONFIG] = config
@@ -37,10 +54,10 @@ def create_app(config: Config, pool: Pool | None = None) -> web.Application:
     app[METRICS] = metrics = Metrics(the_pool.stats)
     app[LOOP_LAG] = LoopLagMonitor(metrics.loop_lag.observe,
                                    warn_above=config.server.loop_lag_warning)
-    app[ADMISSION] = Admission(config.server, the_pool.stats,
+    app[ADMISSION] = Admission(config.server, partial(serving_stats, app),
                                lambda: (s.backlog_seconds for s in sessions))
     app.cleanup_ctx.append(_loop_lag_ctx)
-    app.cleanup_ctx.append(_pool_ctx)
+    app.cleanup_ctx.append(partial(_pool_ctx, wait=not boot_in_background))
     app.on_shutdown.append(_drain_sessions)
     add_routes(app)
     add_page_routes(app)
@@ -55,9 +72,15 @@ async def _loop_lag_ctx(app: web.Application) -> AsyncIterator[None]:
     await app[LOOP_LAG].stop()
 
 
-async def _pool_ctx(app: web.Application) -> AsyncIterator[None]:
-    await app[POOL].start()
+async def _pool_ctx(app: web.Application, wait: bool) -> AsyncIterator[None]:
+    boot = app[BOOT] = asyncio.create_task(app[POOL].start(), name="pool-boot")
+    if wait:
+        await boot
     yield
+    if not boot.done():
+        boot.cancel()
+    with contextlib.suppress(asyncio.CancelledError, Exception):  # its caller reported it
+        await boot
     await app[POOL].stop()
 
 
@@ -65,8 +88,10 @@ async def _drain_sessions(app: web.Application) -> None:
     """Let streaming sessions receive what they already sent, then close them with 1001."""
     sessions: set[Session] = app[SESSIONS]
     if not sessions:
+        log.info("shutting down: no sessions to drain")
         return
-    log.info("shutting down: draining %d sessions (at most %g s)", len(sessions),
+    count, started = len(sessions), time.monotonic()
+    log.info("shutting down: draining %d sessions (at most %g s)", count,
              app[CONFIG].server.drain_timeout)
     for session in list(sessions):
         await session.shutdown()
@@ -75,3 +100,5 @@ async def _drain_sessions(app: web.Application) -> None:
         await asyncio.wait_for(asyncio.gather(*waiting), app[CONFIG].server.drain_timeout + 5.0)
     except TimeoutError:
         log.warning("%d sessions did not close in time", len(sessions))
+    log.info("drained %d of %d sessions in %.2f s", count - len(sessions), count,
+             time.monotonic() - started)

@@ -4,6 +4,11 @@ Latency is measured on the audio's own timeline: for a result, the clock starts 
 its ``end_time`` reached the gateway, which is what a user of a streaming API waits for. Worker
 timings (queue wait, inference time) arrive in the result envelopes; pool state, restarts and each
 worker's CPU and memory are read at scrape time, so counters stay cumulative without re-adding.
+
+Names follow Prometheus conventions: base units in the name (``_seconds``, ``_bytes``, ``_ratio``
+for the real-time factor), ``_total`` on counters. The registry also carries prometheus-client's
+process, platform and GC collectors (the gateway's own CPU, memory, file descriptors, Python
+version), and no ``_created`` series, which only double the series count.
 """
 
 from __future__ import annotations
@@ -11,10 +16,22 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 
 import psutil
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    GCCollector,
+    Histogram,
+    Info,
+    PlatformCollector,
+    ProcessCollector,
+    disable_created_metrics,
+    generate_latest,
+)
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from streamer import __version__
 from streamer.gateway.pool.base import PoolStats
 
 # Real-time factors: dense around 1.0, where "keeps up" turns into "falls behind".
@@ -27,10 +44,16 @@ LAG_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.
 
 class Metrics:
     def __init__(self, pool_stats: Callable[[], PoolStats] | None = None) -> None:
+        disable_created_metrics()  # process-wide in prometheus-client; the gateway owns it
         self.registry = r = CollectorRegistry()
-        self.rtf = Histogram("streamer_real_time_factor", "Processing time over media time, per "
-                             "stage (decode, segment or vad, model, end_to_end)", ["stage"],
-                             buckets=RTF_BUCKETS, registry=r)
+        ProcessCollector(registry=r)
+        PlatformCollector(registry=r)
+        GCCollector(registry=r)  # registers itself only on CPython
+        Info("streamer_build", "The gateway's version", registry=r).info(
+            {"version": __version__})
+        self.rtf = Histogram("streamer_real_time_factor_ratio", "Processing time over media "
+                             "time, per stage (decode, segment or vad, model, end_to_end)",
+                             ["stage"], buckets=RTF_BUCKETS, registry=r)
         self.media_seconds = Counter("streamer_media_seconds", "Seconds of audio decoded "
                                      "(per channel)", ["endpoint"], registry=r)
         self.processing_seconds = Counter("streamer_processing_seconds", "Wall time spent per "
@@ -67,6 +90,16 @@ class Metrics:
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+    def totals(self) -> tuple[int, int]:
+        """(streams started, segment answers sent) since start, for the exit log line."""
+        return (round(_sum_samples(self.streams, "_total")),
+                round(_sum_samples(self.segments, "_total")))
+
+
+def _sum_samples(metric: Counter, suffix: str) -> float:
+    return sum(s.value for family in metric.collect() for s in family.samples
+               if s.name.endswith(suffix))
 
 
 class _PoolCollector(Collector):
@@ -112,6 +145,3 @@ class _PoolCollector(Collector):
             del self._procs[pid]
         yield cpu
         yield rss
-        me = psutil.Process()
-        yield GaugeMetricFamily("streamer_gateway_memory_bytes", "Resident memory of the "
-                                "gateway process", value=me.memory_info().rss)

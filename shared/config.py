@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from streamer.errors import ConfigError
+from streamer.logs import FORMATS as LOG_FORMATS
 from streamer.logs import LEVELS as LOG_LEVELS
 
 
@@ -37,6 +38,8 @@ class ServerConfig:
     max_msg_size: int = setting(1 << 20, 1024, 64 << 20, "largest websocket frame accepted, bytes")
     heartbeat: float = setting(20.0, 0.0, 3600.0, "websocket ping interval, seconds (0: off)")
     log_level: str = setting("INFO", doc="DEBUG, INFO, WARNING or ERROR")
+    log_format: str = setting("text", doc="'text' (one line a record for people) or 'json' "
+                              "(one JSON object a line, with session and trace ids as fields)")
     max_sessions: int = setting(200, 1, 100_000, "concurrent sessions before new ones are "
                                 "refused")
     max_memory_mb: float = setting(0.0, 0.0, 1e7, "refuse sessions while the gateway and its "
@@ -154,7 +157,8 @@ _SECTIONS: dict[str, type] = {"server": ServerConfig, "pool": PoolConfig,
 ENV_PREFIX = "STREAMER_"
 # Short environment names for the settings people change most.
 ENV_ALIASES = {"HOST": "server.host", "PORT": "server.port", "WORKERS": "pool.workers",
-               "MODEL": "model.name", "LOG_LEVEL": "server.log_level"}
+               "MODEL": "model.name", "LOG_LEVEL": "server.log_level",
+               "LOG_FORMAT": "server.log_format"}
 # Environment variables with a meaning of their own, not settings.
 ENV_RESERVED = {"CONFIG", "AUTHKEY"}
 
@@ -253,6 +257,9 @@ def _build(raw: dict[str, dict[str, Any]]) -> Config:
     if level.upper() not in LOG_LEVELS:
         raise ConfigError(f"server.log_level must be one of {', '.join(LOG_LEVELS)}, "
                           f"got {level!r}")
+    if sections["server"].log_format not in LOG_FORMATS:
+        raise ConfigError(f"server.log_format must be one of {', '.join(LOG_FORMATS)}, "
+                          f"got {sections['server'].log_format!r}")
     model = dict(raw["model"])
     name = model.pop("name", "counter")
     if not isinstance(name, str) or not name:

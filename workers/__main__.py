@@ -23,7 +23,7 @@ from types import FrameType
 
 from streamer import __version__
 from streamer.errors import ConfigError
-from streamer.logs import LEVELS, setup_logging
+from streamer.logs import FORMAT_ENV, FORMATS, LEVELS, setup_logging
 from streamer.workers.attach import (
     REFUSED_EXIT_CODE,
     Address,
@@ -49,6 +49,10 @@ def build_parser() -> argparse.ArgumentParser:
                              "path; default $STREAMER_POOL__WORKER_ADDRESS)")
     parser.add_argument("--log-level", default=os.environ.get("STREAMER_LOG_LEVEL", "INFO"),
                         help="DEBUG, INFO, WARNING or ERROR")
+    parser.add_argument("--log-format", choices=FORMATS,
+                        default=os.environ.get(FORMAT_ENV, "text").lower(),
+                        help="text or json (one object a line; default $STREAMER_LOG_FORMAT, "
+                             "else text)")
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     return parser
 
@@ -73,7 +77,8 @@ def main(argv: list[str] | None = None) -> None:
         print(f"streamer-worker: --log-level must be one of {', '.join(LEVELS)}, "
               f"got {args.log_level!r}", file=sys.stderr)
         raise SystemExit(2)
-    setup_logging(args.log_level, process="worker-supervisor")
+    os.environ[FORMAT_ENV] = args.log_format  # the model process it forks logs alike
+    setup_logging(args.log_level, process="worker-supervisor", log_format=args.log_format)
     code = Supervisor(address, authkey.encode(), args.log_level).run()
     if code == 2:
         print(f"streamer-worker: the gateway at {describe(address)} refused this worker (wrong "
