@@ -27,7 +27,12 @@ from streamer.client_audio import AudioClip, read_audio
 from streamer.client_errors import ClientError
 from streamer.client_pretty import Timeline
 from streamer.protocol import ServerEvent
-from streamer.tracing import context_from_traceparent, exporter_configured, setup_tracing
+from streamer.tracing import (
+    context_from_traceparent,
+    exporter_configured,
+    setup_tracing,
+    url_attributes,
+)
 
 PROG = "streamer-client"
 
@@ -134,8 +139,8 @@ async def _stream(args: argparse.Namespace, url: str, clip: AudioClip,
     """The client's own span is the root of the trace, unless --trace-id names a parent."""
     parent = context_from_traceparent(args.trace_id) if args.trace_id else None
     with trace.get_tracer("streamer.client").start_as_current_span(
-            "client.stream", context=parent,
-            attributes={"url": url, "file": args.input}):
+            "client.stream", context=parent, kind=trace.SpanKind.CLIENT,
+            attributes={**url_attributes(url), "file.path": args.input}):
         async with connect(url, format=clip.format, interim_results=args.interim_results,
                            retries=args.retries) as stream:
             await play(stream, clip.data, chunk_ms=args.chunk_ms, real_time=args.real_time,

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from opentelemetry import context, trace
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
@@ -41,8 +42,12 @@ def setup_tracing(service_name: str) -> TracerProvider:
     from opentelemetry.sdk.resources import Resource
     from opentelemetry.sdk.trace import TracerProvider
 
+    from streamer import __version__
+
+    # OTEL_RESOURCE_ATTRIBUTES may add to these; OTEL_SERVICE_NAME replaces the name
     resource = Resource.create({"service.name": os.environ.get("OTEL_SERVICE_NAME",
-                                                               service_name)})
+                                                               service_name),
+                                "service.version": __version__})
     provider = TracerProvider(resource=resource)
     if exporter_configured():
         from opentelemetry.sdk.trace.export import BatchSpanProcessor
@@ -73,6 +78,30 @@ def _make_exporter():  # type: ignore[no-untyped-def]
             OTLPSpanExporter,
         )
     return OTLPSpanExporter()
+
+
+def url_attributes(url: str) -> dict[str, Any]:
+    """``url.full``, ``server.address`` and ``server.port`` of a request's URL, named as the
+    semantic conventions name them; credentials and query values are redacted, since spans
+    leave the process."""
+    parts = urlsplit(url)
+    netloc = parts.netloc
+    if "@" in netloc:
+        netloc = "REDACTED:REDACTED@" + netloc.rpartition("@")[2]
+    query = urlencode([(key, "REDACTED") for key, _ in parse_qsl(parts.query,
+                                                                  keep_blank_values=True)])
+    attrs: dict[str, Any] = {"url.full": urlunsplit((parts.scheme, netloc, parts.path, query,
+                                                     "")),
+                             "url.scheme": parts.scheme}
+    try:
+        port = parts.port or {"ws": 80, "http": 80, "wss": 443, "https": 443}.get(parts.scheme)
+    except ValueError:  # a port that is not a number: the connection will say so
+        port = None
+    if parts.hostname:
+        attrs["server.address"] = parts.hostname
+    if port:
+        attrs["server.port"] = port
+    return attrs
 
 
 def context_from_traceparent(traceparent: str | None,

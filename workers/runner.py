@@ -100,7 +100,8 @@ class Runner:
         else:
             result = output
         span.set_attribute("worker.batch_size", batch_size)
-        span.set_attribute("worker.queue_wait", queue_wait)
+        span.set_attribute("worker.queue_wait_seconds", queue_wait)
+        span.set_attribute("worker.inference_seconds", inference_time)
         if error is not None:
             span.set_status(trace.StatusCode.ERROR, error)
         span.end()

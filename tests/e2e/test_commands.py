@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -131,6 +132,11 @@ def test_sigterm_mid_stream_delivers_results_then_closes_1001(gateway_process, t
     assert [s["start_time"] for s in segs] == [0.5 * i for i in range(len(segs))]  # no gap
     assert events[-1]["type"] == "stopped"  # the stream was finished, not dropped
     assert "close code 1001" in err
+    log = proc.stderr.read().decode()
+    assert "SIGTERM received: stopping" in log
+    assert "draining 1 sessions" in log and "drained 1 of 1 sessions" in log
+    assert re.search(rf"exiting after [\d.]+ s: 1 streams served, {len(segs)} segments "
+                     r"answered", log), log
     _, alive = psutil.wait_procs(children, timeout=10)
     assert alive == []
 
@@ -166,11 +172,69 @@ def test_a_second_signal_exits_at_once_without_draining(gateway_process, tmp_pat
 
 def wait_for_log(proc: subprocess.Popen, words: str, within: float = 20.0) -> None:
     """Read the gateway's log until a line has ``words`` (bounded by ``within`` seconds)."""
+    read_log_until(proc, words, within)
+
+
+def test_a_busy_port_is_one_line_and_exit_2_before_any_worker_starts():
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        # a warm-up far longer than the timeout: booting workers first could not pass
+        out = subprocess.run([str(BIN / "streamer-gateway"), "--port", str(port),
+                              "--workers", "1", "--set", "model.delay=50",
+                              "--set", "model.mode=sleep"],
+                             capture_output=True, text=True, timeout=40)
+    assert out.returncode == 2
+    assert out.stderr == (f"streamer-gateway: cannot listen on 127.0.0.1:{port}: "
+                          "Address already in use\n")
+
+
+def test_port_0_logs_the_real_address_and_stops_with_counts(tmp_path):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("STREAMER_")}
+    proc = subprocess.Popen([str(BIN / "streamer-gateway"), "--port", "0", "--workers", "1",
+                             "--log-format", "json", "--set", "model.delay=0.01"],
+                            stderr=subprocess.PIPE, env=env)
+    try:
+        started = json.loads(read_log_until(proc, "listening on"))
+        address = re.search(r"listening on (http://127\.0\.0\.1:(\d+)) ", started["message"])
+        assert address and address[2] != "0", started
+        port = int(address[2])
+        with urllib.request.urlopen(f"{address[1]}/livez", timeout=10) as r:
+            assert r.status == 200
+        wait_healthy(port, proc)
+        wav = write_wav(tmp_path / "a.wav", AudioFormat(1, 16000, 16, False), 1.0)
+        out = subprocess.run([str(BIN / "streamer-client"), "-i", str(wav), "--addr",
+                              f"ws://127.0.0.1:{port}/api/v1/simple"],
+                             capture_output=True, text=True, timeout=60)
+        assert out.returncode == 0, out.stderr
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(20) == 0
+        records = [started] + [json.loads(line) for line in proc.stderr.read().splitlines()]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        proc.stderr.close()
+    messages = [r["message"] for r in records]
+    assert any(m.startswith("ready after") for m in messages)
+    assert "SIGINT received: stopping" in messages
+    assert "shutting down: no sessions to drain" in messages
+    assert re.fullmatch(r"exiting after [\d.]+ s: 1 streams served, 2 segments answered",
+                        messages[-1]), messages
+    # session and trace ids are fields of the records about a session
+    stream = next(r for r in records if "stream 1 started" in r["message"])
+    assert stream["logger"] == "streamer.gateway.session" and stream["process"] == "gateway"
+    assert re.fullmatch(r"[0-9a-f]{32}", stream["trace"]) and stream["session"]
+
+
+def read_log_until(proc: subprocess.Popen, words: str, within: float = 30.0) -> str:
+    """The first stderr line with ``words`` (bounded by ``within`` seconds)."""
     deadline = time.monotonic() + within
     while time.monotonic() < deadline:
         line = proc.stderr.readline().decode()
         if words in line:
-            return
+            return line
         if not line and proc.poll() is not None:
             break
     raise AssertionError(f"the gateway never logged {words!r}")

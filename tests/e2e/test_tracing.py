@@ -15,13 +15,16 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceRequest,
     ExportTraceServiceResponse,
 )
+from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
+import streamer
 from streamer.protocol import AudioFormat
 from tests.audio_gen import write_wav
 from tests.conftest import wait_until
 from tests.e2e.test_commands import free_port
 
 BIN = Path(sys.executable).parent
+SPAN_KIND_SERVER, SPAN_KIND_CLIENT = Span.SPAN_KIND_SERVER, Span.SPAN_KIND_CLIENT
 
 
 class OtlpReceiver:
@@ -31,12 +34,13 @@ class OtlpReceiver:
     async def handle(self, request: web.Request) -> web.Response:
         export = ExportTraceServiceRequest.FromString(await request.read())
         for rs in export.resource_spans:
-            service = next(a.value.string_value for a in rs.resource.attributes
-                           if a.key == "service.name")
+            resource = {a.key: _value(a.value) for a in rs.resource.attributes}
+            service = resource["service.name"]
             for ss in rs.scope_spans:
                 for s in ss.spans:
                     self.spans.append({
-                        "service": service, "name": s.name, "trace": s.trace_id.hex(),
+                        "service": service, "resource": resource, "kind": s.kind,
+                        "name": s.name, "trace": s.trace_id.hex(),
                         "id": s.span_id.hex(), "parent": s.parent_span_id.hex(),
                         "attrs": {a.key: _value(a.value) for a in s.attributes}})
         return web.Response(body=ExportTraceServiceResponse().SerializeToString(),
@@ -91,6 +95,7 @@ async def test_one_trace_from_client_span_to_worker_inference(tmp_path):
 
     def complete():
         return (receiver.named("client.stream") and receiver.named("session")
+                and receiver.named("GET /api/v1/simple")
                 and len(receiver.named("dispatch")) >= 3 and len(receiver.named("inference")) >= 3)
 
     try:
@@ -114,5 +119,23 @@ async def test_one_trace_from_client_span_to_worker_inference(tmp_path):
         attrs = inf["attrs"]
         assert attrs["session.id"] == session["attrs"]["session.id"]
         assert attrs["audio.channel"] == 0 and attrs["worker.batch_size"] >= 1
-        assert attrs["worker.queue_wait"] >= 0 and "worker.id" in attrs
+        assert attrs["worker.queue_wait_seconds"] >= 0 and "worker.id" in attrs
+        assert attrs["worker.inference_seconds"] >= 0
     assert sorted(i["attrs"]["segment.start_time"] for i in inferences) == [0.0, 0.5, 1.0]
+    # resources name their version; attributes follow the semantic conventions
+    for span in (client_span, session, inferences[0]):
+        assert span["resource"]["service.version"] == streamer.__version__
+    url = f"ws://127.0.0.1:{port}/api/v1/simple"
+    assert client_span["kind"] == SPAN_KIND_CLIENT
+    assert client_span["attrs"] == {"url.full": url, "url.scheme": "ws",
+                                    "server.address": "127.0.0.1", "server.port": port,
+                                    "file.path": str(wav)}
+    upgrades = receiver.named("GET /api/v1/simple")
+    assert len(upgrades) == 1 and upgrades[0]["service"] == "streamer-gateway"
+    assert upgrades[0]["kind"] == SPAN_KIND_SERVER
+    attrs = upgrades[0]["attrs"]
+    assert attrs["http.request.method"] == "GET" and attrs["http.route"] == "/api/v1/simple"
+    assert attrs["url.path"] == "/api/v1/simple" and attrs["url.scheme"] == "http"
+    assert attrs["server.address"] == "127.0.0.1" and attrs["server.port"] == port
+    assert attrs["client.address"] == "127.0.0.1"
+    assert attrs["http.response.status_code"] == 101
