@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import json
+import re
+from pathlib import Path
+
 import aiohttp
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -80,6 +84,7 @@ async def test_refusals_and_errors_are_counted(gateway):
     assert value(m, "streamer_sessions_refused_total", reason="max_sessions") == 1
 
 
+ROOT = Path(__file__).resolve().parents[2]
 # Prometheus base units a name may end in (before _total, _bucket, _sum, _count, _info)
 UNITS = ("_seconds", "_bytes", "_ratio")
 
@@ -112,3 +117,11 @@ async def test_metrics_follow_prometheus_conventions_and_include_the_process(gat
             assert name.endswith(UNITS), f"{name}: a histogram's name ends in its unit"
         if "seconds" in name or "bytes" in name or "ratio" in name:
             assert name.endswith(UNITS), f"{name}: the unit goes last"
+    # the Grafana dashboard in deploy/ asks only for series the gateway exports
+    dashboard = json.loads((ROOT / "deploy" / "grafana-dashboard.json").read_text())
+    exprs = [t["expr"] for p in dashboard["panels"] for t in p.get("targets", [])]
+    wanted = {re.sub(r"_bucket$", "", n) for e in exprs
+              for n in re.findall(r"\b(?:streamer|process)_[a-z_]+\b", e)}
+    assert len(exprs) >= 10 and "streamer_event_loop_lag_seconds" in wanted
+    exported = samples | set(families) | {name + "_total" for name in families}  # no sample
+    assert sorted(wanted - exported) == []  # yet: a labelled counter before its first event
