@@ -4,6 +4,7 @@ honcho: real gateways, real worker processes, real websocket traffic on 127.0.0.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import shutil
 import signal
@@ -51,10 +52,10 @@ def clean_env(**extra: str) -> dict[str, str]:
 class WorkerProcess:
     """One ``streamer-worker`` (a supervisor and its model process), its log in a file."""
 
-    def __init__(self, address: str, log: Path, key: str = KEY) -> None:
+    def __init__(self, address: str, log: Path, key: str = KEY, *args: str) -> None:
         self.log = log
         self._out = open(log, "wb")  # noqa: SIM115 (closed in stop)
-        self.proc = subprocess.Popen([str(BIN / "streamer-worker"), "--connect", address],
+        self.proc = subprocess.Popen([str(BIN / "streamer-worker"), "--connect", address, *args],
                                      stdout=self._out, stderr=subprocess.STDOUT,
                                      env=clean_env(STREAMER_AUTHKEY=key))
 
@@ -80,11 +81,12 @@ class WorkerProcess:
 
 @pytest.fixture(name="workers")
 def worker_processes(tmp_path: Path) -> Iterator:
-    """``workers(address, key=KEY)`` starts a ``streamer-worker``; all are stopped after."""
+    """``workers(address, key=KEY, *flags)`` starts a ``streamer-worker``; all are stopped
+    after."""
     started: list[WorkerProcess] = []
 
-    def start(address: str, key: str = KEY) -> WorkerProcess:
-        w = WorkerProcess(address, tmp_path / f"worker-{len(started)}.log", key)
+    def start(address: str, key: str = KEY, *args: str) -> WorkerProcess:
+        w = WorkerProcess(address, tmp_path / f"worker-{len(started)}.log", key, *args)
         started.append(w)
         return w
 
@@ -151,13 +153,17 @@ async def test_an_attached_worker_runs_the_gateways_model_settings_over_a_unix_s
 async def test_a_worker_started_before_the_gateway_retries_then_attaches(
         gateway, workers, authkey):
     port = free_port()
-    early = workers(f"127.0.0.1:{port}")
+    early = workers(f"127.0.0.1:{port}", KEY, "--log-format", "json")
     await wait_until(lambda: "not reachable" in early.text(), within=30,
                      what="the worker retrying")
     server = await gateway(workers=0, pool__worker_address=f"127.0.0.1:{port}")
     pool = server.app[POOL]
     await wait_until(lambda: pool.stats().ready == 1, within=30, what="the early worker ready")
     assert early.proc.poll() is None
+    # the supervisor's --log-format reaches the model process it forks: every line is JSON
+    records = [json.loads(line) for line in early.text().splitlines()]
+    retry = next(r for r in records if "not reachable" in r["message"])
+    assert retry["process"] == f"worker[{retry['pid']}]" and retry["logger"] == "streamer.worker"
     await stream_and_check(server, sessions=1)
 
 

@@ -193,7 +193,8 @@ def test_a_busy_port_is_one_line_and_exit_2_before_any_worker_starts():
 def test_port_0_logs_the_real_address_and_stops_with_counts(tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith("STREAMER_")}
     proc = subprocess.Popen([str(BIN / "streamer-gateway"), "--port", "0", "--workers", "1",
-                             "--log-format", "json", "--set", "model.delay=0.01"],
+                             "--log-format", "json", "--log-level", "DEBUG",
+                             "--set", "model.delay=0.01"],
                             stderr=subprocess.PIPE, env=env)
     try:
         started = json.loads(read_log_until(proc, "listening on"))
@@ -221,11 +222,13 @@ def test_port_0_logs_the_real_address_and_stops_with_counts(tmp_path):
     assert "SIGINT received: stopping" in messages
     assert "shutting down: no sessions to drain" in messages
     assert re.fullmatch(r"exiting after [\d.]+ s: 1 streams served, 2 segments answered",
-                        messages[-1]), messages
+                        records[-1]["message"]), messages[-5:]
     # session and trace ids are fields of the records about a session
     stream = next(r for r in records if "stream 1 started" in r["message"])
     assert stream["logger"] == "streamer.gateway.session" and stream["process"] == "gateway"
     assert re.fullmatch(r"[0-9a-f]{32}", stream["trace"]) and stream["session"]
+    # the embedded worker logs in the gateway's format (every line above parsed as JSON)
+    assert any(r["process"] == "worker-0" and r["logger"] == "streamer.worker" for r in records)
 
 
 def read_log_until(proc: subprocess.Popen, words: str, within: float = 30.0) -> str:

@@ -75,3 +75,11 @@ def test_parse_assignment():
     assert parse_assignment("model.mode=sleep") == ("model.mode", "sleep")
     with pytest.raises(ConfigError, match="SECTION.KEY=VALUE"):
         parse_assignment("delay")
+
+
+def test_log_format_from_env_file_or_flag_and_checked():
+    assert load_config(env={}).server.log_format == "text"
+    assert load_config(env={"STREAMER_LOG_FORMAT": "json"}).server.log_format == "json"
+    assert load_config(env={"STREAMER_SERVER__LOG_FORMAT": "json"}).server.log_format == "json"
+    with pytest.raises(ConfigError, match="server.log_format must be one of text, json"):
+        load_config(env={}, overrides={"server.log_format": "xml"})
