@@ -241,3 +241,13 @@ def read_log_until(proc: subprocess.Popen, words: str, within: float = 30.0) -> 
         if not line and proc.poll() is not None:
             break
     raise AssertionError(f"the gateway never logged {words!r}")
+
+
+def test_workers_that_cannot_start_end_the_gateway_with_status_1():
+    out = subprocess.run([str(BIN / "streamer-gateway"), "--port", "0", "--workers", "1",
+                          "--set", "pool.start_timeout=1", "--set", "model.delay=30",
+                          "--set", "model.mode=sleep"],
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 1
+    assert "cannot start: workers failed to start: worker 0: not ready after 1.0 s" in out.stderr
+    assert "Traceback" not in out.stderr
