@@ -19,7 +19,6 @@ from streamer.errors import ConfigError, PoolUnavailable
 from streamer.gateway.auth import describe_settings as describe_auth_settings
 from streamer.gateway.vad import VadSettings
 from streamer.logs import setup_logging
-from streamer.tracing import shutdown_tracing
 
 log = logging.getLogger("streamer.gateway")
 
@@ -112,8 +111,6 @@ def main(argv: list[str] | None = None) -> None:
     except (PoolUnavailable, ConfigError) as exc:
         log.error("cannot start: %s", exc)
         raise SystemExit(1) from None
-    finally:
-        shutdown_tracing()
 
 
 async def _second_signal_exits_at_once(app: web.Application) -> None:

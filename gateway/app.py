@@ -18,15 +18,15 @@ from streamer.gateway.pool import Pool, make_pool
 from streamer.gateway.routes import add_routes
 from streamer.gateway.session import Session
 from streamer.gateway.state import ADMISSION, CONFIG, LOOP_LAG, METRICS, POOL, SESSIONS
-from streamer.tracing import setup_tracing
+from streamer.tracing import setup_tracing, shutdown_tracing
 
 log = logging.getLogger(__name__)
 
 
 def create_app(config: Config, pool: Pool | None = None) -> web.Application:
-    """Build the app. Start-up order: tracing, metrics and loop-lag monitor, then the pool;
-    shutdown runs the other way after every session was drained and closed."""
-    setup_tracing("streamer-gateway")
+    """Build the app (no side effects until it starts). Start-up order: tracing, the loop-lag
+    monitor, then the pool; cleanup runs the other way after every session was drained and
+    closed, and ends with the tracer provider's flush and shutdown."""
     app = web.Application()
     app[CONFIG] = config
     the_pool = pool if pool is not None else make_pool(config)
@@ -38,6 +38,7 @@ def create_app(config: Config, pool: Pool | None = None) -> web.Application:
                                    warn_above=config.server.loop_lag_warning)
     app[ADMISSION] = Admission(config.server, the_pool.stats,
                                lambda: (s.backlog_seconds for s in sessions))
+    app.cleanup_ctx.append(_tracing_ctx)
     app.cleanup_ctx.append(_loop_lag_ctx)
     app.cleanup_ctx.append(_pool_ctx)
     app.on_shutdown.append(_drain_sessions)
@@ -45,6 +46,12 @@ def create_app(config: Config, pool: Pool | None = None) -> web.Application:
     install_gate(app, config)  # who may connect: keys, tokens, origins, per-key limits
     install_metrics_listener(app, config)
     return app
+
+
+async def _tracing_ctx(app: web.Application) -> AsyncIterator[None]:
+    setup_tracing("streamer-gateway")
+    yield
+    shutdown_tracing()
 
 
 async def _loop_lag_ctx(app: web.Application) -> AsyncIterator[None]:

@@ -6,8 +6,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import sys
-from pathlib import Path
 
 import aiohttp
 from aiohttp import web
@@ -18,10 +16,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 
 from streamer.protocol import AudioFormat
 from tests.audio_gen import write_wav
-from tests.conftest import wait_until
-from tests.e2e.test_commands import free_port
-
-BIN = Path(sys.executable).parent
+from tests.conftest import BIN, free_port, wait_until
 
 
 class OtlpReceiver:
