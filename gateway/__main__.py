@@ -24,7 +24,6 @@ from streamer.gateway.state import BOOT, METRICS, POOL
 from streamer.gateway.vad import VadSettings
 from streamer.logs import FORMAT_ENV as LOG_FORMAT_ENV
 from streamer.logs import setup_logging
-from streamer.tracing import shutdown_tracing
 
 log = logging.getLogger("streamer.gateway")
 
@@ -111,11 +110,7 @@ def main(argv: list[str] | None = None) -> None:
     except OSError as exc:
         fail(f"cannot listen on {config.server.host}:{config.server.port}: "
              f"{exc.strerror or exc}")
-    try:
-        code = asyncio.run(serve(app, sock, config, ssl_context))
-    finally:
-        shutdown_tracing()
-    raise SystemExit(code)
+    raise SystemExit(asyncio.run(serve(app, sock, config, ssl_context)))
 
 
 def fail(message: str) -> NoReturn:

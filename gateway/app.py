@@ -31,7 +31,7 @@ from streamer.gateway.state import (
     SESSIONS,
     serving_stats,
 )
-from streamer.tracing import setup_tracing
+from streamer.tracing import setup_tracing, shutdown_tracing
 
 log = logging.getLogger(__name__)
 
@@ -43,8 +43,8 @@ def create_app(config: Config, pool: Pool | None = None, *,
 
     ``boot_in_background``: start-up returns while the workers boot, so the server answers
     (``/livez`` 200, ``/readyz`` 503) during a long model load; ``app[BOOT]`` is the boot task,
-    whose failure the caller handles. Otherwise start-up waits for the pool, as tests expect."""
-    setup_tracing("streamer-gateway")
+    whose failure the caller handles. Otherwise start-up waits for the pool, as tests expect.
+    Cleanup ends with the tracer provider's flush and shutdown."""
     app = web.Application()
     app[CONFIG] = config
     the_pool = pool if pool is not None else make_pool(config)
@@ -56,6 +56,7 @@ def create_app(config: Config, pool: Pool | None = None, *,
                                    warn_above=config.server.loop_lag_warning)
     app[ADMISSION] = Admission(config.server, partial(serving_stats, app),
                                lambda: (s.backlog_seconds for s in sessions))
+    app.cleanup_ctx.append(_tracing_ctx)
     app.cleanup_ctx.append(_loop_lag_ctx)
     app.cleanup_ctx.append(partial(_pool_ctx, wait=not boot_in_background))
     app.on_shutdown.append(_drain_sessions)
@@ -64,6 +65,12 @@ def create_app(config: Config, pool: Pool | None = None, *,
     install_gate(app, config)  # who may connect: keys, tokens, origins, per-key limits
     install_metrics_listener(app, config)
     return app
+
+
+async def _tracing_ctx(app: web.Application) -> AsyncIterator[None]:
+    setup_tracing("streamer-gateway")
+    yield
+    shutdown_tracing()
 
 
 async def _loop_lag_ctx(app: web.Application) -> AsyncIterator[None]:

@@ -7,7 +7,15 @@ affinity key (stateful models) always go to the worker that holds that key's sta
 worker dies, the key's next answer is marked ``state_lost`` (it comes from fresh state).
 
 Exactly one answer per request: a future is resolved once, and a result counts only when it
-comes from the worker that holds the request now (not one it was taken from when it died).
+comes from the worker that holds the request now (not one it was taken from when it died). A
+request held by ``max_retries + 1`` workers that died is a poison segment: it is answered with an
+error and never sent again (``poisoned`` counts them), so one bad segment costs a bounded number
+of workers. Requests re-sent after a death are suspects and run alone on an idle worker, so the
+segments that merely shared a worker with a poison one are not blamed for the next death. A
+model's exception is an ordinary error result and is never retried.
+
+Callers see jobs and futures only: request ids, the queue, retries and the wire request are
+this module's business. Cancelling a job's future withdraws it.
 """
 
 from __future__ import annotations
@@ -18,18 +26,14 @@ import itertools
 import logging
 import time
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 
+from streamer.gateway.pool.base import Job
 from streamer.wire import EndSession, InferenceRequest, InferenceResult
 
 log = logging.getLogger(__name__)
-
-_request_ids = itertools.count(1)
-
-
-def new_request_id() -> int:
-    return next(_request_ids)
 
 
 @dataclass(slots=True)
@@ -44,6 +48,13 @@ class _Pending:
 class _Worker:
     send: Callable[[bytes], None]
     inflight: set[int] = field(default_factory=set)
+    suspect: int | None = None  # a request held when another worker died: it runs alone
+
+    def takes(self, per_worker: int, suspect: bool) -> bool:
+        """Room for one more request (a suspect only on an idle worker)."""
+        if self.suspect is not None or len(self.inflight) >= per_worker:
+            return False
+        return not (suspect and self.inflight)
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,12 +63,12 @@ class DispatchStats:
     queued: int
     inflight: int
     redispatched: int
-    crashed_requests: int
+    poisoned: int
     per_worker: dict[int, int]
 
 
 class Dispatcher:
-    def __init__(self, per_worker: int = 2, max_retries: int = 2) -> None:
+    def __init__(self, per_worker: int = 2, max_retries: int = 1) -> None:
         self.per_worker = per_worker
         self.max_retries = max_retries
         self._workers: dict[int, _Worker] = {}
@@ -65,8 +76,9 @@ class Dispatcher:
         self._queue: deque[int] = deque()
         self._affinity: dict[str, int] = {}
         self._lost_keys: set[str] = set()  # stateful keys whose worker died
+        self._ids = itertools.count(1)
         self.redispatched = 0
-        self.crashed_requests = 0
+        self.poisoned = 0
 
     # ---- workers come and go ------------------------------------------------------------
     def add_worker(self, worker_id: int, send: Callable[[bytes], None]) -> None:
@@ -89,10 +101,15 @@ class Dispatcher:
                 continue
             req = pending.request
             if req.attempt >= self.max_retries:
-                self.crashed_requests += 1
+                self.poisoned += 1
+                log.error("request %d (session %s, channel %d, %.2f-%.2f s) was held by %d "
+                          "workers that died; answering it with an error, not sending it again",
+                          rid, req.session_id, req.channel, req.start_time, req.end_time,
+                          req.attempt + 1)
                 self._resolve(rid, InferenceResult(
                     request_id=rid, worker_id=worker_id,
-                    error=f"inference failed: {reason} (tried {req.attempt + 1} times)"))
+                    error=f"inference failed: {reason} (tried {req.attempt + 1} times; "
+                          "this segment is not sent again)"))
                 continue
             pending.request = dataclasses.replace(req, attempt=req.attempt + 1)
             pending.worker = None
@@ -102,12 +119,16 @@ class Dispatcher:
         self._pump()
 
     # ---- requests -----------------------------------------------------------------------
-    def submit(self, request: InferenceRequest) -> asyncio.Future[InferenceResult]:
-        rid = request.request_id
-        if rid in self._pending:
-            raise ValueError(f"request id {rid} is already in flight")
+    def submit(self, job: Job) -> asyncio.Future[InferenceResult]:
+        """Queue ``job``; the future resolves with its one answer. Cancel it to withdraw."""
+        rid = next(self._ids)
+        request = InferenceRequest(
+            request_id=rid, session_id=job.session_id, channel=job.channel, seq=job.seq,
+            start_time=job.start_time, end_time=job.end_time, audio=job.audio,
+            is_final=job.is_final, stateful_key=job.stateful_key, trace=job.trace)
         fut: asyncio.Future[InferenceResult] = asyncio.get_running_loop().create_future()
         self._pending[rid] = _Pending(request, fut)
+        fut.add_done_callback(partial(self._withdrawn, rid))
         self._queue.append(rid)
         self._pump()
         return fut
@@ -122,23 +143,22 @@ class Dispatcher:
                       rid, wid)
             return
         worker.inflight.discard(rid)
+        if worker.suspect == rid:
+            worker.suspect = None
         if rid in self._pending:
             self._resolve(rid, result)
         else:
             log.debug("dropping late result for request %d", rid)
         self._pump()
 
-    def cancel(self, request_ids: Iterable[int]) -> None:
-        """Forget requests nobody waits for; a result that still comes is dropped."""
-        for rid in request_ids:
+    def _withdrawn(self, rid: int, fut: asyncio.Future[InferenceResult]) -> None:
+        """A cancelled future: forget a queued request; a result that still comes is dropped."""
+        if fut.cancelled():
             pending = self._pending.get(rid)
-            if pending is None:
-                continue
-            if pending.worker is None:
-                self._pending.pop(rid)
-            pending.future.cancel()
+            if pending is not None and pending.worker is None:
+                del self._pending[rid]
 
-    def end_stream(self, key: str) -> None:
+    def release(self, key: str) -> None:
         """A stateful stream ended: tell its worker to drop the state."""
         self._lost_keys.discard(key)
         worker_id = self._affinity.pop(key, None)
@@ -156,7 +176,7 @@ class Dispatcher:
         return DispatchStats(
             workers=len(self._workers), queued=len(self._queue),
             inflight=sum(len(w.inflight) for w in self._workers.values()),
-            redispatched=self.redispatched, crashed_requests=self.crashed_requests,
+            redispatched=self.redispatched, poisoned=self.poisoned,
             per_worker={wid: len(w.inflight) for wid, w in self._workers.items()})
 
     # ---- internals ----------------------------------------------------------------------
@@ -169,11 +189,12 @@ class Dispatcher:
 
     def _pick(self, request: InferenceRequest) -> int | None:
         key = request.stateful_key
+        suspect = request.attempt > 0
         if key is not None and key in self._affinity:
             wid = self._affinity[key]
-            return wid if len(self._workers[wid].inflight) < self.per_worker else None
+            return wid if self._workers[wid].takes(self.per_worker, suspect) else None
         free = [(len(w.inflight), wid) for wid, w in self._workers.items()
-                if len(w.inflight) < self.per_worker]
+                if w.takes(self.per_worker, suspect)]
         if not free:
             return None
         wid = min(free)[1]
@@ -195,8 +216,8 @@ class Dispatcher:
             wid = self._pick(pending.request)
             if wid is None:
                 skipped.append(rid)
-                if pending.request.stateful_key is None:
-                    break  # nobody has room; affinity requests behind may still fit
+                if pending.request.stateful_key is None and not pending.request.attempt:
+                    break  # nobody has room; affinity requests or suspects may still fit
                 continue
             pending.worker = wid
             key = pending.request.stateful_key
@@ -205,5 +226,7 @@ class Dispatcher:
                 pending.state_lost = True
             worker = self._workers[wid]
             worker.inflight.add(rid)
+            if pending.request.attempt:
+                worker.suspect = rid
             worker.send(pending.request.to_wire(sent_at=time.time()))
         self._queue.extendleft(reversed(skipped))

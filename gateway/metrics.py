@@ -125,6 +125,9 @@ class _PoolCollector(Collector):
                                   value=s.lost)
         yield CounterMetricFamily("streamer_segments_redispatched", "Segments sent again "
                                   "after their worker died", value=s.redispatched)
+        yield CounterMetricFamily("streamer_poison_segments", "Segments answered with an error "
+                                  "because every worker that held them died (never sent again)",
+                                  value=s.poisoned)
         cpu = CounterMetricFamily("streamer_worker_cpu_seconds", "CPU time of each worker "
                                   "process", labels=["worker"])
         rss = GaugeMetricFamily("streamer_worker_memory_bytes", "Resident memory of each "

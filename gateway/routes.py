@@ -13,8 +13,8 @@ from streamer.errors import ProtocolError
 from streamer.gateway.audio import MODEL_RATE
 from streamer.gateway.auth import SUBPROTOCOL
 from streamer.gateway.gate import current_lease
-from streamer.gateway.segmenters import FixedSegmenter, Segmenter
-from streamer.gateway.session import SegmenterFactory, Session
+from streamer.gateway.segmenters import FixedSegmenter, Segmenter, SegmenterFactory
+from streamer.gateway.session import Session
 from streamer.gateway.state import (
     ADMISSION,
     CONFIG,

@@ -7,10 +7,14 @@ sample positions are on the channel's own 16 kHz timeline from the start of the 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
 import numpy as np
+
+from streamer.config import Config
+from streamer.protocol import StartRequest
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,6 +43,9 @@ class Segmenter(Protocol):
     def push(self, samples: np.ndarray) -> list[SegmenterOutput]: ...
 
     def flush(self) -> list[SegmenterOutput]: ...
+
+
+SegmenterFactory = Callable[[StartRequest, Config], list[Segmenter]]
 
 
 class SampleBuffer:

@@ -44,9 +44,8 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from streamer.config import Config, load_config  # noqa: E402
-from streamer.gateway.dispatch import new_request_id  # noqa: E402
+from streamer.gateway.pool import Job  # noqa: E402
 from streamer.gateway.pool.supervisor import WorkerPool  # noqa: E402
-from streamer.wire import InferenceRequest  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_common import echo_replies  # noqa: E402
@@ -60,9 +59,8 @@ def config(workers: int, **settings: Any) -> Config:
     return load_config(env={}, overrides=overrides)
 
 
-def request(audio: bytes, seq: int = 0) -> InferenceRequest:
-    return InferenceRequest(new_request_id(), "bench", 0, seq, 0.0,
-                            len(audio) / 4 / 16000, audio)
+def request(audio: bytes, seq: int = 0) -> Job:
+    return Job("bench", 0, seq, 0.0, len(audio) / 4 / 16000, audio)
 
 
 def pct(values: list[float], q: float) -> float:

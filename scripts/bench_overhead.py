@@ -2,7 +2,7 @@
 """Gateway overhead per segment over the bare model time, against raw round trips of the payload.
 
 One segment at a time (latency, not throughput) through the gateway's real path minus the
-websocket: ``seg.audio.tobytes()`` into an ``InferenceRequest``, the embedded pool (dispatcher,
+websocket: ``seg.audio.tobytes()`` into a ``Job``, the embedded pool (dispatcher,
 msgpack envelope, length-prefixed frames on a socketpair read through asyncio, the worker's loop
 and runner), the result back, the event encoded as JSON and released by the ``Reorderer``.
 Overhead = that wall time minus the model's own ``inference_time`` (the counter model with no
@@ -46,8 +46,7 @@ from bench_common import (
     write_json,
 )
 
-from streamer.gateway.dispatch import new_request_id
-from streamer.gateway.pool import Pool, make_pool
+from streamer.gateway.pool import Job, Pool, make_pool
 from streamer.gateway.pool.link import read_frame
 from streamer.gateway.reorder import Reorderer
 from streamer.protocol import SegmentEvent, encode_event
@@ -148,9 +147,9 @@ class PoolPath:
         for _ in range(count):
             t0 = time.perf_counter()
             seq = self.reorder.reserve(0)
-            req = InferenceRequest(request_id=new_request_id(), session_id="0123456789ab",
-                                   channel=0, seq=seq, start_time=seq * samples / 16000,
-                                   end_time=(seq + 1) * samples / 16000, audio=audio.tobytes())
+            req = Job(session_id="0123456789ab", channel=0, seq=seq,
+                      start_time=seq * samples / 16000, end_time=(seq + 1) * samples / 16000,
+                      audio=audio.tobytes())
             result = await self.pool.submit(req)
             assert result.output is not None, result.error
             event = SegmentEvent(0, req.start_time, req.end_time, result.output, None)

@@ -75,7 +75,8 @@ class PoolConfig:
     worker_inflight: int = setting(2, 1, 64, "requests handed to one worker before it answers "
                                    "(at least max_batch; 2 x max_batch keeps a batch queued "
                                    "while one runs)")
-    max_retries: int = setting(2, 0, 10, "times a segment is re-sent after its worker died")
+    max_retries: int = setting(1, 0, 10, "times a segment is re-sent after its worker died "
+                               "(then it is answered with an error: a poison segment)")
     start_timeout: float = setting(60.0, 1.0, 3600.0, "seconds a worker may take to become ready")
     restart_backoff: float = setting(0.5, 0.0, 60.0, "first delay before respawning a worker "
                                      "that died soon after starting, s (doubles each time)")
@@ -161,6 +162,13 @@ ENV_ALIASES = {"HOST": "server.host", "PORT": "server.port", "WORKERS": "pool.wo
                "LOG_FORMAT": "server.log_format"}
 # Environment variables with a meaning of their own, not settings.
 ENV_RESERVED = {"CONFIG", "AUTHKEY"}
+
+
+def authkey_from_env(env: Mapping[str, str] | None = None) -> bytes | None:
+    """The shared secret of a gateway and its attached workers (``STREAMER_AUTHKEY``)."""
+    env = os.environ if env is None else env
+    key = env.get(ENV_PREFIX + "AUTHKEY", "")
+    return key.encode() if key else None
 
 
 def load_config(path: str | os.PathLike[str] | None = None,

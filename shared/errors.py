@@ -6,7 +6,7 @@ errors about one segment (the stream goes on and the client gets an ``error`` ev
 
 from __future__ import annotations
 
-from aiohttp import WSCloseCode
+POLICY_VIOLATION = 1008  # the websocket close code (RFC 6455); workers do not import aiohttp
 
 
 class StreamerError(Exception):
@@ -20,12 +20,10 @@ class ConfigError(StreamerError):
 class ProtocolError(StreamerError):
     """The client broke the protocol; ``close_code`` says how the socket ends if it must."""
 
-    def __init__(self, message: str, close_code: int = WSCloseCode.POLICY_VIOLATION,
-                 fatal: bool = True) -> None:
+    def __init__(self, message: str, close_code: int = POLICY_VIOLATION) -> None:
         super().__init__(message)
         self.message = message
         self.close_code = int(close_code)
-        self.fatal = fatal
 
 
 class WireError(StreamerError):
@@ -34,6 +32,11 @@ class WireError(StreamerError):
 
 class ModelError(StreamerError):
     """The model failed on one segment; the worker lives on and reports it."""
+
+
+class OutputError(StreamerError):
+    """A model's output cannot be sent as JSON (a set, bytes, an object): an error for that
+    segment, never a crashed worker."""
 
 
 class PoolUnavailable(StreamerError):

@@ -81,6 +81,11 @@ class AudioFormat:
         fmt.validate()
         return fmt
 
+    def describe(self) -> str:
+        """For logs: ``2 ch, 48000 Hz, 16-bit``."""
+        return (f"{self.channels} ch, {self.sample_rate} Hz, {self.bit_depth}-bit"
+                f"{' float' if self.is_float else ''}")
+
     def validate(self) -> None:
         unsupported = WSCloseCode.UNSUPPORTED_DATA
         if not 1 <= self.channels <= MAX_CHANNELS:
@@ -330,6 +335,18 @@ def _finite(value: Any) -> Any:
     if isinstance(value, list | tuple):
         return [_finite(v) for v in value]
     return value
+
+
+MAX_CLOSE_REASON = 123  # bytes: a close frame's payload is at most 125, 2 of them the code
+
+
+def close_reason(message: str, limit: int = MAX_CLOSE_REASON) -> bytes:
+    """``message`` as a close reason: UTF-8, cut to ``limit`` bytes on a character boundary
+    (a split character makes the client fail the close with "Invalid UTF-8")."""
+    data = message.encode()
+    if len(data) <= limit:
+        return data
+    return data[:limit].decode("utf-8", "ignore").encode()
 
 
 def parse_server_event(text: str) -> ServerEvent:

@@ -12,9 +12,11 @@ warm-up); then ``request``/``end_session`` one way, ``result`` the other, ``hear
 
 from __future__ import annotations
 
+import dataclasses
 import struct
+import threading
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
 import msgpack
 import numpy as np
@@ -24,11 +26,17 @@ from streamer.errors import WireError
 SCHEMA_VERSION = 1
 HEADER = struct.Struct("!i")
 
-_packer = msgpack.Packer(use_bin_type=True)
+# One packer per thread: a worker's heartbeat thread and its main thread both encode, and a
+# msgpack Packer keeps an internal buffer that two threads must not share.
+_local = threading.local()
 
 
 def _pack(obj: dict[str, Any]) -> bytes:
-    return _packer.pack(obj)
+    try:
+        packer = _local.packer
+    except AttributeError:
+        packer = _local.packer = msgpack.Packer(use_bin_type=True)
+    return packer.pack(obj)  # type: ignore[no-any-return]
 
 
 def _unpack(data: bytes) -> dict[str, Any]:
@@ -44,24 +52,114 @@ def _unpack(data: bytes) -> dict[str, Any]:
     return obj
 
 
-def _field(obj: dict[str, Any], name: str, kind: type | tuple[type, ...]) -> Any:
-    try:
-        value = obj[name]
-    except KeyError:
-        raise WireError(f"{obj.get('kind')} envelope lacks '{name}'") from None
-    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
-        raise WireError(f"{obj.get('kind')} envelope field '{name}' has type "
-                        f"{type(value).__name__}")
-    return value
-
-
 def frame(payload: bytes) -> bytes:
     """Length-prefix one encoded message for a byte stream."""
     return HEADER.pack(len(payload)) + payload
 
 
+# ---- encoding and decoding derived from each message's dataclass fields ---------------------
+# annotation -> (accepted types, what the error message says is expected)
+_TYPES: dict[str, tuple[tuple[type, ...], str]] = {
+    "int": ((int,), "int"), "float": ((int, float), "number"), "str": ((str,), "str"),
+    "bytes": ((bytes,), "bytes"), "bool": ((bool,), "bool"),
+    "dict[str, Any]": ((dict,), "a map with text keys"),
+    "dict[str, str]": ((dict,), "a map of strings to strings"),
+}
+
+
 @dataclass(frozen=True, slots=True)
-class InferenceRequest:
+class _Field:
+    name: str
+    types: tuple[type, ...]
+    expect: str
+    optional: bool    # may be nil
+    required: bool    # must be present (no default)
+    no_bool: bool     # a number field: True/False are not numbers here
+    text_keys: bool   # a map whose keys must be text
+    text_values: bool  # ... and whose values must be text too
+
+    def valid(self, value: Any) -> bool:
+        if value is None:
+            return self.optional
+        if not isinstance(value, self.types) or (self.no_bool and isinstance(value, bool)):
+            return False
+        if self.text_keys:
+            mapping: dict[Any, Any] = value  # type: ignore[assignment]
+            if self.text_values:
+                return all(type(k) is str and type(v) is str for k, v in mapping.items())
+            return all(type(k) is str for k in mapping)
+        return True
+
+
+def _schema(cls: type) -> tuple[_Field, ...]:
+    """Each field's check, read from its annotation (``int``, ``float | None``, ...)."""
+    out = []
+    for f in dataclasses.fields(cls):
+        text = str(f.type).replace(" ", "")
+        optional = text.endswith("|None")
+        base = text.removesuffix("|None").replace(",", ", ")
+        types, expect = _TYPES[base]
+        required = (f.default is dataclasses.MISSING
+                    and f.default_factory is dataclasses.MISSING)
+        out.append(_Field(f.name, types, expect + (" or nil" if optional else ""), optional,
+                          required, base in ("int", "float"), base.startswith("dict"),
+                          base == "dict[str, str]"))
+    return tuple(out)
+
+
+class _Envelope:
+    """Base of every wire message: ``to_wire`` and ``from_obj`` from the dataclass fields, so a
+    field is named once (in its class) and validated by its annotation."""
+
+    __slots__ = ()
+    KIND: ClassVar[str]
+    _SCHEMA: ClassVar[tuple[_Field, ...]]
+    _NAMES: ClassVar[tuple[str, ...]]
+
+    def to_wire(self, **stamp: Any) -> bytes:
+        """The msgpack envelope; ``stamp`` overrides fields (a request's ``sent_at`` at
+        dispatch) without building a new frozen message."""
+        obj = {"v": SCHEMA_VERSION, "kind": self.KIND}
+        for name in self._NAMES:
+            obj[name] = getattr(self, name)
+        if stamp:
+            obj.update(stamp)
+        return _pack(obj)
+
+    @classmethod
+    def from_obj(cls, o: dict[str, Any]) -> Any:
+        values: dict[str, Any] = {}
+        for f in cls._SCHEMA:
+            try:
+                value = o[f.name]
+            except KeyError:
+                if f.required:
+                    raise WireError(f"{cls.KIND} envelope lacks '{f.name}'") from None
+                continue
+            if not f.valid(value):
+                raise WireError(f"{cls.KIND} envelope field '{f.name}' has type "
+                                f"{type(value).__name__}, expected {f.expect}")
+            values[f.name] = value
+        msg = cls(**values)
+        msg.validate()
+        return msg
+
+    def validate(self) -> None:
+        """Checks across fields, beyond each field's type."""
+
+
+_E = TypeVar("_E", bound=_Envelope)
+
+
+def _envelope(cls: type[_E]) -> type[_E]:
+    cls._SCHEMA = _schema(cls)
+    cls._NAMES = tuple(f.name for f in cls._SCHEMA)
+    return cls
+
+
+@_envelope
+@dataclass(frozen=True, slots=True)
+class InferenceRequest(_Envelope):
     """One segment of one channel of one session, to run through the model."""
 
     KIND: ClassVar[str] = "request"
@@ -82,37 +180,15 @@ class InferenceRequest:
     def samples(self) -> np.ndarray:
         return np.frombuffer(self.audio, dtype="<f4")
 
-    def to_wire(self, sent_at: float | None = None) -> bytes:
-        """``sent_at`` stamps the dispatch time without building a new frozen request."""
-        return _pack({"v": SCHEMA_VERSION, "kind": self.KIND, "request_id": self.request_id,
-                      "session_id": self.session_id, "channel": self.channel, "seq": self.seq,
-                      "start_time": self.start_time, "end_time": self.end_time,
-                      "audio": self.audio, "is_final": self.is_final,
-                      "stateful_key": self.stateful_key, "attempt": self.attempt,
-                      "sent_at": self.sent_at if sent_at is None else sent_at,
-                      "trace": self.trace})
-
-    @classmethod
-    def from_obj(cls, o: dict[str, Any]) -> InferenceRequest:
-        is_final = o.get("is_final")
-        key = o.get("stateful_key")
-        if is_final is not None and not isinstance(is_final, bool):
-            raise WireError("request envelope field 'is_final' must be bool or nil")
-        if key is not None and not isinstance(key, str):
-            raise WireError("request envelope field 'stateful_key' must be str or nil")
-        audio = _field(o, "audio", bytes)
-        if len(audio) % 4:
-            raise WireError(f"request audio is {len(audio)} bytes, not whole float32 samples")
-        return cls(request_id=_field(o, "request_id", int), session_id=_field(o, "session_id", str),
-                   channel=_field(o, "channel", int), seq=_field(o, "seq", int),
-                   start_time=_field(o, "start_time", (int, float)),
-                   end_time=_field(o, "end_time", (int, float)), audio=audio,
-                   is_final=is_final, stateful_key=key, attempt=_field(o, "attempt", int),
-                   sent_at=_field(o, "sent_at", (int, float)), trace=_trace(o))
+    def validate(self) -> None:
+        if len(self.audio) % 4:
+            raise WireError(f"request audio is {len(self.audio)} bytes, not whole float32 "
+                            "samples")
 
 
+@_envelope
 @dataclass(frozen=True, slots=True)
-class InferenceResult:
+class InferenceResult(_Envelope):
     """The model's output for one request, or the reason there is none."""
 
     KIND: ClassVar[str] = "result"
@@ -132,35 +208,14 @@ class InferenceResult:
     def ok(self) -> bool:
         return self.error is None
 
-    def to_wire(self) -> bytes:
-        return _pack({"v": SCHEMA_VERSION, "kind": self.KIND, "request_id": self.request_id,
-                      "worker_id": self.worker_id, "output": self.output, "error": self.error,
-                      "queue_wait": self.queue_wait, "inference_time": self.inference_time,
-                      "batch_size": self.batch_size, "state_lost": self.state_lost,
-                      "trace": self.trace})
-
-    @classmethod
-    def from_obj(cls, o: dict[str, Any]) -> InferenceResult:
-        output, error = o.get("output"), o.get("error")
-        state_lost = o.get("state_lost", False)
-        if not isinstance(state_lost, bool):
-            raise WireError("result envelope field 'state_lost' must be bool")
-        if output is not None and not isinstance(output, dict):
-            raise WireError("result envelope field 'output' must be a map or nil")
-        if error is not None and not isinstance(error, str):
-            raise WireError("result envelope field 'error' must be str or nil")
-        if (output is None) == (error is None):
+    def validate(self) -> None:
+        if (self.output is None) == (self.error is None):
             raise WireError("result envelope needs exactly one of 'output' and 'error'")
-        return cls(request_id=_field(o, "request_id", int), worker_id=_field(o, "worker_id", int),
-                   output=output, error=error,
-                   queue_wait=_field(o, "queue_wait", (int, float)),
-                   inference_time=_field(o, "inference_time", (int, float)),
-                   batch_size=_field(o, "batch_size", int), state_lost=state_lost,
-                   trace=_trace(o))
 
 
+@_envelope
 @dataclass(frozen=True, slots=True)
-class WorkerReady:
+class WorkerReady(_Envelope):
     """A worker has loaded and warmed up its model and takes work from now on."""
 
     KIND: ClassVar[str] = "ready"
@@ -170,37 +225,20 @@ class WorkerReady:
     warmup_time: float = 0.0
     trace: dict[str, str] = field(default_factory=dict)
 
-    def to_wire(self) -> bytes:
-        return _pack({"v": SCHEMA_VERSION, "kind": self.KIND, "worker_id": self.worker_id,
-                      "pid": self.pid, "model": self.model, "warmup_time": self.warmup_time,
-                      "trace": self.trace})
 
-    @classmethod
-    def from_obj(cls, o: dict[str, Any]) -> WorkerReady:
-        return cls(worker_id=_field(o, "worker_id", int), pid=_field(o, "pid", int),
-                   model=_field(o, "model", str),
-                   warmup_time=_field(o, "warmup_time", (int, float)), trace=_trace(o))
-
-
+@_envelope
 @dataclass(frozen=True, slots=True)
-class EndSession:
+class EndSession(_Envelope):
     """Tells a worker that a stateful stream ended, so it can drop that state."""
 
     KIND: ClassVar[str] = "end_session"
     stateful_key: str
     trace: dict[str, str] = field(default_factory=dict)
 
-    def to_wire(self) -> bytes:
-        return _pack({"v": SCHEMA_VERSION, "kind": self.KIND, "stateful_key": self.stateful_key,
-                      "trace": self.trace})
 
-    @classmethod
-    def from_obj(cls, o: dict[str, Any]) -> EndSession:
-        return cls(stateful_key=_field(o, "stateful_key", str), trace=_trace(o))
-
-
+@_envelope
 @dataclass(frozen=True, slots=True)
-class WorkerHello:
+class WorkerHello(_Envelope):
     """A worker's first message on a new connection: who it is, so logs and stats can say."""
 
     KIND: ClassVar[str] = "hello"
@@ -208,17 +246,10 @@ class WorkerHello:
     host: str
     trace: dict[str, str] = field(default_factory=dict)
 
-    def to_wire(self) -> bytes:
-        return _pack({"v": SCHEMA_VERSION, "kind": self.KIND, "pid": self.pid,
-                      "host": self.host, "trace": self.trace})
 
-    @classmethod
-    def from_obj(cls, o: dict[str, Any]) -> WorkerHello:
-        return cls(pid=_field(o, "pid", int), host=_field(o, "host", str), trace=_trace(o))
-
-
+@_envelope
 @dataclass(frozen=True, slots=True)
-class WorkerConfig:
+class WorkerConfig(_Envelope):
     """The gateway's answer to a hello: the worker's id and the gateway's model settings, so every
     worker (embedded or attached from another host) runs the same configuration."""
 
@@ -233,32 +264,15 @@ class WorkerConfig:
     nice: int = 0                    # the worker process's scheduling niceness
     trace: dict[str, str] = field(default_factory=dict)
 
-    def to_wire(self) -> bytes:
-        return _pack({"v": SCHEMA_VERSION, "kind": self.KIND, "worker_id": self.worker_id,
-                      "model": self.model, "params": self.params, "max_batch": self.max_batch,
-                      "max_wait": self.max_wait, "heartbeat_interval": self.heartbeat_interval,
-                      "heartbeat_timeout": self.heartbeat_timeout, "nice": self.nice,
-                      "trace": self.trace})
-
-    @classmethod
-    def from_obj(cls, o: dict[str, Any]) -> WorkerConfig:
-        params = _field(o, "params", dict)
-        if not all(isinstance(k, str) for k in params):
-            raise WireError("config envelope field 'params' must have text keys")
-        max_batch = _field(o, "max_batch", int)
-        if max_batch < 1:
+    def validate(self) -> None:
+        if self.max_batch < 1:
             raise WireError(f"config envelope field 'max_batch' must be at least 1, "
-                            f"got {max_batch}")
-        return cls(worker_id=_field(o, "worker_id", int), model=_field(o, "model", str),
-                   params=params, max_batch=max_batch,
-                   max_wait=_field(o, "max_wait", (int, float)),
-                   heartbeat_interval=_field(o, "heartbeat_interval", (int, float)),
-                   heartbeat_timeout=_field(o, "heartbeat_timeout", (int, float)),
-                   nice=_field(o, "nice", int), trace=_trace(o))
+                            f"got {self.max_batch}")
 
 
+@_envelope
 @dataclass(frozen=True, slots=True)
-class Heartbeat:
+class Heartbeat(_Envelope):
     """Sent both ways every ``heartbeat_interval``: silence longer than ``heartbeat_timeout``
     means the other side is hung or unreachable, even while the TCP connection looks open."""
 
@@ -266,15 +280,6 @@ class Heartbeat:
     worker_id: int
     sent_at: float
     trace: dict[str, str] = field(default_factory=dict)
-
-    def to_wire(self) -> bytes:
-        return _pack({"v": SCHEMA_VERSION, "kind": self.KIND, "worker_id": self.worker_id,
-                      "sent_at": self.sent_at, "trace": self.trace})
-
-    @classmethod
-    def from_obj(cls, o: dict[str, Any]) -> Heartbeat:
-        return cls(worker_id=_field(o, "worker_id", int),
-                   sent_at=_field(o, "sent_at", (int, float)), trace=_trace(o))
 
 
 Message = (InferenceRequest | InferenceResult | WorkerReady | EndSession | WorkerHello
@@ -291,10 +296,3 @@ def from_wire(data: bytes) -> Message:
         raise WireError(f"unknown envelope kind {obj.get('kind')!r}")
     return cls.from_obj(obj)  # type: ignore[no-any-return]
 
-
-def _trace(o: dict[str, Any]) -> dict[str, str]:
-    trace = o.get("trace", {})
-    if not isinstance(trace, dict) or not all(
-            isinstance(k, str) and isinstance(v, str) for k, v in trace.items()):
-        raise WireError("envelope field 'trace' must map strings to strings")
-    return trace

@@ -22,8 +22,9 @@ from multiprocessing.process import BaseProcess
 from types import FrameType
 
 from streamer import __version__
+from streamer.config import Config, authkey_from_env, load_config
 from streamer.errors import ConfigError
-from streamer.logs import FORMAT_ENV, FORMATS, LEVELS, setup_logging
+from streamer.logs import FORMAT_ENV, FORMATS, setup_logging
 from streamer.workers.attach import (
     REFUSED_EXIT_CODE,
     Address,
@@ -31,11 +32,9 @@ from streamer.workers.attach import (
     parse_address,
     run_attached,
 )
+from streamer.workers.respawn import Backoff
 
 log = logging.getLogger("streamer.worker")
-
-RESTART_FIRST, RESTART_MAX = 0.1, 10.0  # seconds; doubles per idle death in a row
-
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
@@ -44,42 +43,37 @@ def build_parser() -> argparse.ArgumentParser:
                     "gateway sends the model and its settings; the authkey comes from "
                     "STREAMER_AUTHKEY and must match the gateway's.")
     parser.add_argument("--connect", metavar="HOST:PORT",
-                        default=os.environ.get("STREAMER_POOL__WORKER_ADDRESS"),
                         help="the gateway's worker address (HOST:PORT, PORT or a unix socket "
-                             "path; default $STREAMER_POOL__WORKER_ADDRESS)")
-    parser.add_argument("--log-level", default=os.environ.get("STREAMER_LOG_LEVEL", "INFO"),
-                        help="DEBUG, INFO, WARNING or ERROR")
+                             "path; default: pool.worker_address, e.g. from "
+                             "$STREAMER_POOL__WORKER_ADDRESS)")
+    parser.add_argument("--log-level", help="DEBUG, INFO, WARNING or ERROR (default: "
+                        "server.log_level)")
     parser.add_argument("--log-format", choices=FORMATS,
-                        default=os.environ.get(FORMAT_ENV, "text").lower(),
-                        help="text or json (one object a line; default $STREAMER_LOG_FORMAT, "
-                             "else text)")
+                        help="text or json (one object a line; default: server.log_format, "
+                             "e.g. from $STREAMER_LOG_FORMAT)")
+    parser.add_argument("--config", help="JSON or TOML config file (for pool.restart_backoff, "
+                        "pool.worker_address, server.log_level, server.log_format)")
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     return parser
 
 
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
-    if not args.connect:
-        print("streamer-worker: --connect HOST:PORT is required (the gateway's "
-              "--worker-address)", file=sys.stderr)
-        raise SystemExit(2)
     try:
-        address = parse_address(args.connect)
+        config = _config(args)
+        address = parse_address(config.pool.worker_address)
     except ConfigError as exc:
         print(f"streamer-worker: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
-    authkey = os.environ.get("STREAMER_AUTHKEY", "")
+    authkey = authkey_from_env()
     if not authkey:
         print("streamer-worker: STREAMER_AUTHKEY is not set; set it to the gateway's authkey",
               file=sys.stderr)
         raise SystemExit(2)
-    if args.log_level.upper() not in LEVELS:
-        print(f"streamer-worker: --log-level must be one of {', '.join(LEVELS)}, "
-              f"got {args.log_level!r}", file=sys.stderr)
-        raise SystemExit(2)
-    os.environ[FORMAT_ENV] = args.log_format  # the model process it forks logs alike
-    setup_logging(args.log_level, process="worker-supervisor", log_format=args.log_format)
-    code = Supervisor(address, authkey.encode(), args.log_level).run()
+    level = config.server.log_level
+    os.environ[FORMAT_ENV] = config.server.log_format  # the model process it forks logs alike
+    setup_logging(level, process="worker-supervisor", log_format=config.server.log_format)
+    code = Supervisor(address, authkey, level, Backoff.from_config(config.pool)).run()
     if code == 2:
         print(f"streamer-worker: the gateway at {describe(address)} refused this worker (wrong "
               "STREAMER_AUTHKEY, or not a streamer gateway's worker address); not retrying",
@@ -87,14 +81,30 @@ def main(argv: list[str] | None = None) -> None:
     raise SystemExit(code)
 
 
+def _config(args: argparse.Namespace) -> Config:
+    overrides = {}
+    if args.connect:
+        overrides["pool.worker_address"] = args.connect
+    if args.log_level:
+        overrides["server.log_level"] = args.log_level
+    if args.log_format:
+        overrides["server.log_format"] = args.log_format
+    config = load_config(args.config, overrides=overrides)
+    if not config.pool.worker_address:
+        raise ConfigError("--connect HOST:PORT is required (the gateway's --worker-address)")
+    return config
+
+
 class Supervisor:
     """Runs the model process, restarts it, and stops it on a signal (gunicorn's arbiter in
     miniature: signal handlers only set a flag; a self-pipe wakes the waiting loop)."""
 
-    def __init__(self, address: Address, authkey: bytes, log_level: str) -> None:
+    def __init__(self, address: Address, authkey: bytes, log_level: str,
+                 backoff: Backoff) -> None:
         self.address = address
         self.authkey = authkey
         self.log_level = log_level
+        self.backoff = backoff
         self.stopping = False
         self._ctx = multiprocessing.get_context("fork")  # no threads here: fork is safe, fast
 
@@ -131,9 +141,8 @@ class Supervisor:
                              describe(self.address))
                     idle_deaths = 0
                     continue
-                idle_deaths = 0 if answered.value else idle_deaths + 1
-                delay = min(RESTART_FIRST * 2 ** (idle_deaths - 1), RESTART_MAX) \
-                    if idle_deaths else 0.0
+                idle_deaths = self.backoff.next_idle_deaths(idle_deaths, bool(answered.value))
+                delay = self.backoff.delay(idle_deaths)
                 log.warning("model process %d exited with %s after %.1f s and %d answers; "
                             "restarting%s", child.pid, _exit_text(code),
                             time.monotonic() - started, answered.value,

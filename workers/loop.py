@@ -12,6 +12,7 @@ and run as one batch when the model batches.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import signal
@@ -28,6 +29,7 @@ from streamer.wire import (
     EndSession,
     Heartbeat,
     InferenceRequest,
+    InferenceResult,
     Message,
     WorkerConfig,
     WorkerHello,
@@ -163,7 +165,7 @@ def _work(chan: Channel, config: WorkerConfig, answered: Counter | None) -> int:
                 if batching:
                     held = _fill(chan, batch, config)
                 for result in runner.run_batch(batch):
-                    chan.send(result.to_wire())
+                    chan.send(_encode(result))
                     if answered is not None:
                         answered.value += 1
             elif isinstance(msg, EndSession):
@@ -172,6 +174,18 @@ def _work(chan: Channel, config: WorkerConfig, answered: Counter | None) -> int:
                 log.error("worker %d got an unexpected %s message", wid, msg.KIND)
     except (EOFError, OSError):
         return GATEWAY_GONE_EXIT_CODE  # the gateway closed our stream or died
+
+
+def _encode(result: InferenceResult) -> bytes:
+    """The result's envelope; if the output still cannot be packed, an error result instead,
+    so one segment's output never costs the worker."""
+    try:
+        return result.to_wire()
+    except Exception as exc:  # msgpack raises TypeError, OverflowError, ValueError
+        log.error("worker %d cannot encode the result of request %d: %s", result.worker_id,
+                  result.request_id, exc)
+        return dataclasses.replace(result, output=None, error=(
+            f"inference failed: unusable model output: {type(exc).__name__}: {exc}")).to_wire()
 
 
 def _fill(chan: Channel, batch: list[tuple[InferenceRequest, float]],

@@ -1,4 +1,7 @@
-"""The pure core of a worker: request bytes in, result bytes out. No sockets, no signals.
+"""The pure core of a worker: requests in, results out. No sockets, no signals.
+
+A model's exception or unusable output (see ``outputs.py``) is an error result for that segment;
+the worker goes on and the gateway never retries it.
 
 Each segment's model call is an ``inference`` span, a child of the gateway's ``dispatch`` span
 named by the request's trace context (a no-op unless the worker process set up tracing)."""
@@ -12,10 +15,11 @@ from typing import Any
 
 from opentelemetry import trace
 
-from streamer.errors import ModelError, WireError
+from streamer.errors import ModelError, OutputError
 from streamer.tracing import context_from_carrier
-from streamer.wire import EndSession, InferenceRequest, InferenceResult, from_wire
+from streamer.wire import InferenceRequest, InferenceResult
 from streamer.workers.models.base import Model, SegmentInfo
+from streamer.workers.outputs import to_json_like
 
 log = logging.getLogger(__name__)
 tracer = trace.get_tracer("streamer.worker")
@@ -26,26 +30,10 @@ class Runner:
         self.model = model
         self.worker_id = worker_id
 
-    def handle(self, data: bytes) -> bytes | None:
-        """Answer one envelope; ``None`` for messages that need no answer."""
-        received = time.time()
-        try:
-            msg = from_wire(data)
-        except WireError as exc:
-            log.error("worker %d dropped an undecodable envelope: %s", self.worker_id, exc)
-            return None
-        if isinstance(msg, EndSession):
-            self.model.end_stream(msg.stateful_key)
-            return None
-        if not isinstance(msg, InferenceRequest):
-            log.error("worker %d got an unexpected %s envelope", self.worker_id, msg.KIND)
-            return None
-        return self.run(msg, received).to_wire()
-
     def run(self, req: InferenceRequest, received: float) -> InferenceResult:
         span = self._span(req)
         started = time.perf_counter()
-        output: dict[str, Any] | Exception
+        output: Any
         try:
             output = self.model.infer(req.samples, _info(req))
         except Exception as exc:  # a model bug must cost one segment, not the worker
@@ -87,12 +75,22 @@ class Runner:
                                              "request.attempt": req.attempt})
 
     def _result(self, req: InferenceRequest, received: float,
-                output: dict[str, Any] | Exception, inference_time: float,
+                output: Any, inference_time: float,
                 batch_size: int, span: trace.Span) -> InferenceResult:
         queue_wait = max(0.0, received - req.sent_at) if req.sent_at else 0.0
         result: dict[str, Any] | None = None
         error = None
-        if isinstance(output, ModelError):
+        if isinstance(output, dict):
+            try:
+                output = to_json_like(output)
+            except OutputError as exc:
+                output = exc
+        elif not isinstance(output, Exception):
+            output = OutputError(f"the model returned {type(output).__name__}, not a dict")
+        if isinstance(output, OutputError):
+            log.error("unusable output for request %d: %s", req.request_id, output)
+            error = f"inference failed: unusable model output: {output}"
+        elif isinstance(output, ModelError):
             error = f"inference failed: {output}"
         elif isinstance(output, Exception):
             log.error("model raised on request %d", req.request_id, exc_info=output)

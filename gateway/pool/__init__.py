@@ -2,12 +2,8 @@
 
 from __future__ import annotations
 
-import os
-
-from streamer.config import Config
-from streamer.gateway.pool.base import Pool, PoolStats, WorkerInfo
-
-AUTHKEY_ENV = "STREAMER_AUTHKEY"
+from streamer.config import Config, authkey_from_env
+from streamer.gateway.pool.base import Job, Pool, PoolStats, WorkerInfo
 
 
 def make_pool(config: Config, kind: str = "embedded", authkey: bytes | None = None) -> Pool:
@@ -17,9 +13,7 @@ def make_pool(config: Config, kind: str = "embedded", authkey: bytes | None = No
     if kind == "embedded":
         from streamer.gateway.pool.supervisor import WorkerPool
 
-        if authkey is None and os.environ.get(AUTHKEY_ENV):
-            authkey = os.environ[AUTHKEY_ENV].encode()
-        return WorkerPool(config, authkey)
+        return WorkerPool(config, authkey if authkey is not None else authkey_from_env())
     if kind in ("inline", "thread"):
         from streamer.gateway.pool.inline import InlinePool
 
@@ -27,4 +21,4 @@ def make_pool(config: Config, kind: str = "embedded", authkey: bytes | None = No
     raise ValueError(f"unknown pool kind {kind!r} (embedded, inline, thread)")
 
 
-__all__ = ["Pool", "PoolStats", "WorkerInfo", "make_pool"]
+__all__ = ["Job", "Pool", "PoolStats", "WorkerInfo", "make_pool"]

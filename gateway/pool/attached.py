@@ -23,14 +23,12 @@ import socket
 import stat
 from concurrent.futures import ThreadPoolExecutor
 from multiprocessing import AuthenticationError
-from typing import TYPE_CHECKING
 
+from streamer.config import Config
 from streamer.errors import PoolUnavailable, WireError
+from streamer.gateway.pool.base import WorkerHost
 from streamer.gateway.pool.link import WorkerLink
 from streamer.workers.attach import authenticate, describe, parse_address, tune
-
-if TYPE_CHECKING:
-    from streamer.gateway.pool.supervisor import WorkerPool
 
 log = logging.getLogger(__name__)
 
@@ -38,13 +36,13 @@ FIRST_ID = 1000  # attached worker ids start here (embedded slots are 0..255) an
 
 
 class AttachedWorkers:
-    def __init__(self, pool: WorkerPool, authkey: bytes) -> None:
+    def __init__(self, pool: WorkerHost, config: Config, authkey: bytes) -> None:
         self.pool = pool
-        self.config = pool.config
+        self.config = config
         self.address = parse_address(self.config.pool.worker_address)
         self.bound = ""
         self.links: dict[int, WorkerLink] = {}  # warming up and serving
-        self.refused = 0
+        self.refused = 0  # connections that failed authentication
         self._authkey = authkey
         self._ids = itertools.count(FIRST_ID)
         self._sock: socket.socket | None = None

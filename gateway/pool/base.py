@@ -1,4 +1,7 @@
-"""The one small interface every worker pool implements."""
+"""The boundary between sessions and workers: a :class:`Job` goes in, an awaitable answer comes
+out. Every pool implements :class:`Pool`; request ids, queues, retries and wire formats stay
+behind it, so a transport (worker processes today, a message broker tomorrow) is a new pool, not
+a change to sessions."""
 
 from __future__ import annotations
 
@@ -6,7 +9,29 @@ import asyncio
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from streamer.wire import InferenceRequest, InferenceResult
+from streamer.gateway.pool.link import WorkerLink
+from streamer.wire import InferenceResult, WorkerConfig
+
+
+@dataclass(frozen=True, slots=True)
+class Job:
+    """One segment of one channel for the model: what a stream knows, nothing about transport.
+    ``stateful_key`` names the model state it belongs to (all jobs with one key reach the same
+    worker, in order); ``trace`` carries the W3C context of its dispatch span."""
+
+    session_id: str
+    channel: int
+    seq: int
+    start_time: float
+    end_time: float
+    audio: bytes  # little-endian float32, 16 kHz
+    is_final: bool | None = None
+    stateful_key: str | None = None
+    trace: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def seconds(self) -> float:
+        return self.end_time - self.start_time
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,22 +55,27 @@ class PoolStats:
     inflight: int
     restarts: int
     redispatched: int
-    crashed_requests: int
+    poisoned: int   # segments answered with an error after the workers holding them died
     available: bool
     workers: list[WorkerInfo] = field(default_factory=list)
     lost: int = 0  # worker connections lost while running (crash, kill, hang, worker left)
 
 
 class Pool(Protocol):
-    """Start, submit, stop, stats; plus the two hooks sessions need (cancel, end_stream)."""
+    """Start, submit, release, stop, stats.
+
+    ``submit`` never blocks: it queues the job and returns a future that resolves exactly once,
+    with the model's output or an error result (a worker that died holding it, a model error).
+    Cancelling the future withdraws the job. It raises :class:`PoolUnavailable` only when no
+    worker can ever take work (``available`` is False)."""
 
     async def start(self) -> None: ...
 
-    def submit(self, request: InferenceRequest) -> asyncio.Future[InferenceResult]: ...
+    def submit(self, job: Job) -> asyncio.Future[InferenceResult]: ...
 
-    def cancel(self, request_ids: list[int]) -> None: ...
-
-    def end_stream(self, stateful_key: str) -> None: ...
+    def release(self, stateful_key: str) -> None:
+        """A stateful stream is over: whichever worker holds its model state drops it."""
+        ...
 
     async def stop(self) -> None: ...
 
@@ -57,4 +87,24 @@ class Pool(Protocol):
     @property
     def available(self) -> bool:
         """False when no worker can ever take work again (not merely: none is ready now)."""
+        ...
+
+
+class WorkerHost(Protocol):
+    """What a worker transport (embedded processes, attached connections) needs from the pool
+    that owns it: the transports depend on this, never on the pool's class."""
+
+    @property
+    def stopping(self) -> bool: ...
+
+    def worker_config(self, worker_id: int) -> WorkerConfig:
+        """The handshake's answer: the gateway's model and timings for this worker."""
+        ...
+
+    async def serve(self, link: WorkerLink) -> str:
+        """Give a ready worker work until its link ends; returns what happened to it."""
+        ...
+
+    def slot_gave_up(self) -> None:
+        """An embedded slot stopped respawning: if no worker can ever come, fail what waits."""
         ...

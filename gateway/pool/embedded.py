@@ -19,14 +19,13 @@ import multiprocessing
 import socket
 from dataclasses import dataclass
 from multiprocessing.process import BaseProcess
-from typing import TYPE_CHECKING
 
+from streamer.config import Config
 from streamer.errors import PoolUnavailable, WireError
-from streamer.gateway.pool.link import WorkerLink, read_frame  # noqa: F401  (read_frame: old home)
+from streamer.gateway.pool.base import WorkerHost
+from streamer.gateway.pool.link import WorkerLink
 from streamer.workers.loop import run_worker
-
-if TYPE_CHECKING:
-    from streamer.gateway.pool.supervisor import WorkerPool
+from streamer.workers.respawn import Backoff
 
 log = logging.getLogger(__name__)
 
@@ -51,9 +50,10 @@ class _Slot:
 
 
 class EmbeddedWorkers:
-    def __init__(self, pool: WorkerPool) -> None:
+    def __init__(self, pool: WorkerHost, config: Config) -> None:
         self.pool = pool
-        self.config = pool.config
+        self.config = config
+        self.backoff = Backoff.from_config(config.pool)
         self.slots = [_Slot(i) for i in range(self.config.pool.workers)]
         self._ctx = multiprocessing.get_context("forkserver")
         self._ctx.set_forkserver_preload(["streamer.workers.loop"])
@@ -97,17 +97,12 @@ class EmbeddedWorkers:
             # a hung worker is killed at once; a crashed one has already exited
             code = await self._reap(slot, grace=0.0 if link.abort_reason else 2.0)
             slot.restarts += 1
-            slot.idle_deaths = 0 if link.answered else slot.idle_deaths + 1
-            delay = self._backoff(slot.idle_deaths)
+            slot.idle_deaths = self.backoff.next_idle_deaths(slot.idle_deaths,
+                                                             bool(link.answered))
+            delay = self.backoff.delay(slot.idle_deaths)
             log.warning("worker %d (pid %s) %s, exit code %s; respawning%s", slot.worker_id,
                         link.pid, reason, code, f" in {delay:.2f} s" if delay else "")
             link = await self._respawn(slot, delay)
-
-    def _backoff(self, failures: int) -> float:
-        """0 without failures, then ``restart_backoff`` doubling, at most 64 times it."""
-        if failures <= 0:
-            return 0.0
-        return float(self.config.pool.restart_backoff * 2 ** min(failures - 1, 6))
 
     async def _respawn(self, slot: _Slot, delay: float) -> WorkerLink | None:
         while not self.pool.stopping:
@@ -121,10 +116,9 @@ class EmbeddedWorkers:
                     slot.given_up = True
                     log.error("worker %d gave up after %d failed boots in a row",
                               slot.worker_id, slot.boot_failures)
-                    if not self.pool.available:
-                        self.pool.dispatcher.fail_all("no worker can start")
+                    self.pool.slot_gave_up()
                     return None
-                delay = self._backoff(slot.boot_failures) or self.config.pool.restart_backoff
+                delay = self.backoff.delay(slot.boot_failures) or self.backoff.first
         return None
 
     async def _boot(self, slot: _Slot) -> WorkerLink:

@@ -8,12 +8,13 @@ the right choice for serving; useful to show why worker processes exist.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import time
 from concurrent.futures import ThreadPoolExecutor
 
 from streamer.config import Config
-from streamer.gateway.pool.base import PoolStats
-from streamer.wire import EndSession, InferenceRequest, InferenceResult
+from streamer.gateway.pool.base import Job, PoolStats
+from streamer.wire import InferenceRequest, InferenceResult
 from streamer.workers.models import make_model, model_class
 from streamer.workers.runner import Runner
 
@@ -30,6 +31,7 @@ class InlinePool:
         self._executor = (ThreadPoolExecutor(threads or config.pool.workers or 1)
                           if mode == "thread" else None)
         self._inflight = 0
+        self._ids = itertools.count(1)
 
     @property
     def stateful(self) -> bool:
@@ -46,8 +48,12 @@ class InlinePool:
         if self._executor is not None:
             self._executor.shutdown(wait=True, cancel_futures=True)
 
-    def submit(self, request: InferenceRequest) -> asyncio.Future[InferenceResult]:
+    def submit(self, job: Job) -> asyncio.Future[InferenceResult]:
         loop = asyncio.get_running_loop()
+        request = InferenceRequest(
+            request_id=next(self._ids), session_id=job.session_id, channel=job.channel,
+            seq=job.seq, start_time=job.start_time, end_time=job.end_time, audio=job.audio,
+            is_final=job.is_final, stateful_key=job.stateful_key, trace=job.trace)
         if self._executor is None:
             fut: asyncio.Future[InferenceResult] = loop.create_future()
             fut.set_result(self._runner.run(request, time.time()))
@@ -60,13 +66,10 @@ class InlinePool:
     def _done(self, _: object) -> None:
         self._inflight -= 1
 
-    def cancel(self, request_ids: list[int]) -> None:
-        """Inline work cannot be taken back; results for closed sessions are ignored."""
-
-    def end_stream(self, stateful_key: str) -> None:
-        self._runner.handle(EndSession(stateful_key=stateful_key).to_wire())
+    def release(self, stateful_key: str) -> None:
+        self._runner.model.end_stream(stateful_key)
 
     def stats(self) -> PoolStats:
         return PoolStats(kind=f"{self.kind}-{self.mode}", size=1, ready=1, queued=0,
-                         inflight=self._inflight, restarts=0, redispatched=0, crashed_requests=0,
+                         inflight=self._inflight, restarts=0, redispatched=0, poisoned=0,
                          available=True)

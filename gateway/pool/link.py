@@ -114,11 +114,6 @@ class WorkerLink:
     def closed(self) -> bool:
         return self._writer.is_closing()
 
-    def get_socket_option(self, level: int, option: int) -> int:
-        """For tests and diagnostics (e.g. that TCP_NODELAY is on)."""
-        sock = self._writer.get_extra_info("socket")
-        return int(sock.getsockopt(level, option))
-
     async def _read(self) -> Message:
         data = await read_frame(self._reader)
         self.last_heard = time.monotonic()

@@ -19,13 +19,13 @@ import socket
 import time
 
 from streamer.config import Config
-from streamer.errors import ConfigError
+from streamer.errors import ConfigError, PoolUnavailable
 from streamer.gateway.dispatch import Dispatcher
 from streamer.gateway.pool.attached import AttachedWorkers
-from streamer.gateway.pool.base import PoolStats, WorkerInfo
+from streamer.gateway.pool.base import Job, PoolStats, WorkerInfo
 from streamer.gateway.pool.embedded import EmbeddedWorkers
 from streamer.gateway.pool.link import WorkerLink
-from streamer.wire import Heartbeat, InferenceRequest, InferenceResult, WorkerConfig
+from streamer.wire import Heartbeat, InferenceResult, WorkerConfig
 from streamer.workers.models import model_class
 from streamer.workers.models.base import parse_params
 
@@ -44,13 +44,13 @@ class WorkerPool:
         self._stopping = False
         self._watchdog: asyncio.Task[None] | None = None
         self.lost = 0  # worker connections that ended while the pool was running
-        self.embedded = EmbeddedWorkers(self) if pool.workers else None
+        self.embedded = EmbeddedWorkers(self, config) if pool.workers else None
         self.attached: AttachedWorkers | None = None
         if pool.worker_address:
             if not authkey:
                 raise ConfigError("attached workers (--worker-address) need an authkey: set "
                                   "STREAMER_AUTHKEY to a secret shared with the workers")
-            self.attached = AttachedWorkers(self, authkey)
+            self.attached = AttachedWorkers(self, config, authkey)
         if self.embedded is None and self.attached is None:
             raise ConfigError("no workers: --workers is 0 and no --worker-address is set for "
                               "attached workers")
@@ -68,9 +68,9 @@ class WorkerPool:
     def stopping(self) -> bool:
         return self._stopping
 
-    @property
-    def dispatcher(self) -> Dispatcher:
-        return self._dispatch
+    def slot_gave_up(self) -> None:
+        if not self.available:
+            self._dispatch.fail_all("no worker can start")
 
     @property
     def worker_address(self) -> str:
@@ -155,19 +155,16 @@ class WorkerPool:
         return self.attached is not None or (self.embedded is not None
                                              and self.embedded.available)
 
-    def submit(self, request: InferenceRequest) -> asyncio.Future[InferenceResult]:
-        if not self.available or self._stopping:
-            fut: asyncio.Future[InferenceResult] = asyncio.get_running_loop().create_future()
-            fut.set_result(InferenceResult(request_id=request.request_id, worker_id=-1,
-                                           error="inference failed: no worker is available"))
-            return fut
-        return self._dispatch.submit(request)
+    def submit(self, job: Job) -> asyncio.Future[InferenceResult]:
+        if self._stopping:
+            raise PoolUnavailable("the gateway is shutting down")
+        if not self.available:
+            raise PoolUnavailable("no worker can run the model (every worker failed to start); "
+                                  "try again later")
+        return self._dispatch.submit(job)
 
-    def cancel(self, request_ids: list[int]) -> None:
-        self._dispatch.cancel(request_ids)
-
-    def end_stream(self, stateful_key: str) -> None:
-        self._dispatch.end_stream(stateful_key)
+    def release(self, stateful_key: str) -> None:
+        self._dispatch.release(stateful_key)
 
     def stats(self) -> PoolStats:
         d = self._dispatch.stats()
@@ -192,5 +189,5 @@ class WorkerPool:
         return PoolStats(kind=self.kind, size=len(workers),
                          ready=sum(1 for w in workers if w.ready), queued=d.queued,
                          inflight=d.inflight, restarts=restarts, redispatched=d.redispatched,
-                         crashed_requests=d.crashed_requests, available=self.available,
+                         poisoned=d.poisoned, available=self.available,
                          workers=workers, lost=self.lost)

@@ -10,8 +10,6 @@ import shutil
 import signal
 import socket
 import subprocess
-import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import aiohttp
@@ -22,83 +20,17 @@ from streamer.client import stream_audio
 from streamer.gateway.state import POOL
 from streamer.protocol import AudioFormat, ErrorEvent
 from tests.audio_gen import make_pcm
-from tests.conftest import wait_until
+from tests.conftest import BIN, KEY, clean_env, free_port, wait_until
 from tests.e2e.test_simple import SIMPLE, check_channel
 
-BIN = Path(sys.executable).parent
 ROOT = Path(__file__).resolve().parents[2]
 VENV_BIN = ROOT / ".venv" / "bin"
-KEY = "attached-test-key"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def spawn(args: list[str], log: Path, env: dict[str, str],
           cwd: Path | None = None) -> subprocess.Popen:
     with open(log, "wb") as out:
         return subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=cwd)
-
-
-def clean_env(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("STREAMER_")}
-    env.update(extra)
-    return env
-
-
-class WorkerProcess:
-    """One ``streamer-worker`` (a supervisor and its model process), its log in a file."""
-
-    def __init__(self, address: str, log: Path, key: str = KEY, *args: str) -> None:
-        self.log = log
-        self._out = open(log, "wb")  # noqa: SIM115 (closed in stop)
-        self.proc = subprocess.Popen([str(BIN / "streamer-worker"), "--connect", address, *args],
-                                     stdout=self._out, stderr=subprocess.STDOUT,
-                                     env=clean_env(STREAMER_AUTHKEY=key))
-
-    def text(self) -> str:
-        return self.log.read_text(errors="replace")
-
-    def model_pids(self) -> list[int]:
-        try:
-            return [c.pid for c in psutil.Process(self.proc.pid).children()]
-        except psutil.NoSuchProcess:
-            return []
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self._out.close()
-
-
-@pytest.fixture(name="workers")
-def worker_processes(tmp_path: Path) -> Iterator:
-    """``workers(address, key=KEY, *flags)`` starts a ``streamer-worker``; all are stopped
-    after."""
-    started: list[WorkerProcess] = []
-
-    def start(address: str, key: str = KEY, *args: str) -> WorkerProcess:
-        w = WorkerProcess(address, tmp_path / f"worker-{len(started)}.log", key, *args)
-        started.append(w)
-        return w
-
-    yield start
-    for w in started:
-        w.stop()
-
-
-@pytest.fixture
-def authkey(monkeypatch: pytest.MonkeyPatch) -> str:
-    monkeypatch.setenv("STREAMER_AUTHKEY", KEY)
-    return KEY
 
 
 async def stream_and_check(server, seconds: float = 2.3, sessions: int = 2) -> None:
@@ -126,7 +58,8 @@ async def test_attached_workers_join_an_embedded_one_and_every_segment_arrives_o
     assert ids[0] == ("attached", 1000) and ids[1] == ("attached", 1001)
     assert ids[2] == ("embedded", 0)  # ids never collide
     for link in pool.attached.links.values():  # Nagle off on the gateway's end
-        assert link.get_socket_option(socket.IPPROTO_TCP, socket.TCP_NODELAY) == 1
+        sock = link._writer.get_extra_info("socket")
+        assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) == 1
     await stream_and_check(server, sessions=3)
     assert all(w.answered > 0 for w in pool.stats().workers)  # every worker took work
 

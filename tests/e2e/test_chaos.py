@@ -14,8 +14,7 @@ from streamer.client import stream_audio
 from streamer.gateway.state import POOL
 from streamer.protocol import AudioFormat, ErrorEvent, SegmentEvent, ServerEvent
 from tests.audio_gen import make_pcm
-from tests.conftest import wait_until
-from tests.e2e.test_attached import WorkerProcess, worker_processes  # noqa: F401  (fixture)
+from tests.conftest import WorkerProcess, wait_until
 from tests.e2e.test_simple import SIMPLE, check_channel
 
 FMT = AudioFormat(1, 16000)

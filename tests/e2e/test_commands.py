@@ -8,7 +8,6 @@ import re
 import signal
 import socket
 import subprocess
-import sys
 import time
 import urllib.request
 from pathlib import Path
@@ -18,14 +17,7 @@ import pytest
 
 from streamer.protocol import AudioFormat
 from tests.audio_gen import write_wav
-
-BIN = Path(sys.executable).parent
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from tests.conftest import BIN, free_port
 
 
 def wait_healthy(port: int, proc: subprocess.Popen, timeout: float = 30.0) -> dict:

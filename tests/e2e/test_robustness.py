@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 
 import aiohttp
+import psutil
 import pytest
 
 from streamer.client import StreamerClient, stream_audio
+from streamer.gateway.state import SESSIONS
 from streamer.protocol import AudioFormat, ErrorEvent, SegmentEvent
 from tests.audio_gen import make_pcm
 from tests.conftest import wait_until
@@ -175,27 +178,52 @@ async def _idle(health):
     return body["sessions"] == 0 and body["inflight"] == 0 and body["queued"] == 0
 
 
-async def test_a_client_that_stops_reading_is_ended_and_buffers_stay_bounded(gateway):
-    server = await gateway(workers=2, session__chunk_seconds=0.01, session__send_timeout=1.0,
-                           session__max_inflight=8)
+async def test_a_client_that_stops_reading_is_ended_and_memory_stays_bounded(gateway):
+    """The client offers 10 minutes of audio (19 MB of PCM, 38 MB once decoded, 240 MB of
+    events) and reads nothing. The gateway must stop reading it (backpressure), cut it off
+    after send_timeout, and meanwhile hold a bounded amount: its memory may not grow by a
+    fraction of that. The inline pool answers at once and each event is 4 KB, so events pile
+    up at the socket as fast as possible."""
+    server = await gateway(workers=1, pool="inline", session__chunk_seconds=0.01,
+                           session__send_timeout=1.0, session__max_inflight=8,
+                           model__name="tests.e2e.poison_models:Verbose")
+    me = psutil.Process()
+    gc.collect()
+    before = peak = me.memory_info().rss
+
+    async def sample() -> None:
+        nonlocal peak
+        while True:
+            peak = max(peak, me.memory_info().rss)
+            await asyncio.sleep(0.05)
+
+    sampler = asyncio.create_task(sample())
     raw = await RawWebSocket.connect("127.0.0.1", server.port, SIMPLE, recv_buffer=2048)
     raw.send_text(json.dumps(START))
     audio = make_pcm(AudioFormat(), 1.0)
     sent = 0
-    with pytest.raises((ConnectionError, TimeoutError)):
-        async with asyncio.timeout(30):
-            for _ in range(600):  # up to 10 minutes of audio: far more than the buffers hold
-                raw.send_binary(audio)
-                await raw.drain()  # blocks once the gateway stops reading us
-                sent += 1
-    assert sent < 600, "the gateway kept reading a client that reads nothing"
-    async with aiohttp.ClientSession() as http:
-        async def gone():
-            async with http.get(server.make_url("/api/v1/health")) as r:
-                return (await r.json())["sessions"] == 0
+    try:
+        with pytest.raises(ConnectionError):
+            async with asyncio.timeout(60):
+                for _ in range(600):
+                    raw.send_binary(audio)
+                    await raw.drain()  # blocks once the gateway stops reading us
+                    sent += 1
+        assert sent < 600, "the gateway kept reading a client that reads nothing"
+        async with aiohttp.ClientSession() as http:
+            async def gone():
+                async with http.get(server.make_url("/api/v1/health")) as r:
+                    return (await r.json())["sessions"] == 0
 
-        await wait_until(gone, what="the non-reading session to end")
-    await good_session(server)
+            await wait_until(gone, within=20, what="the non-reading session to end")
+    finally:
+        sampler.cancel()
+    growth = (peak - before) / 2**20
+    assert growth < 16, f"the gateway's process grew by {growth:.1f} MB for a stuck client"
+    report = await stream_audio(str(server.make_url(SIMPLE)), AudioFormat(),
+                                make_pcm(AudioFormat(), 0.5))  # and it serves on
+    assert sum(isinstance(e, SegmentEvent) for e in report.events) == 50
+    assert report.close_code == 1000
 
 
 async def test_overload_refuses_extra_sessions_at_once_and_serves_the_admitted(gateway):
@@ -259,3 +287,48 @@ async def test_timeouts_fire_even_while_the_client_answers_heartbeats(gateway):
     assert events[0]["message"] == "no 'start' within 0.5 s of connecting" and code == 1008
     events, code = await exchange(server, START, make_pcm(AudioFormat(), 0.5), read=0)
     assert events[-1]["message"] == "no audio or control message for 0.5 s" and code == 1008
+
+
+@pytest.mark.sends_invalid
+async def test_a_long_close_reason_is_cut_on_a_character_boundary(gateway):
+    server = await gateway(workers=1)
+    field = "é" * 100  # 200 bytes of two-byte characters in the error message
+    texts, close = [], None
+    async with aiohttp.ClientSession() as http, http.ws_connect(server.make_url(SIMPLE)) as ws:
+        await ws.send_str(json.dumps({"request": "start", "format": {field: 1}}))
+        async with asyncio.timeout(10):
+            while (msg := await ws.receive()).type == aiohttp.WSMsgType.TEXT:
+                texts.append(json.loads(msg.data))
+            close = msg
+    assert field in texts[0]["message"]  # the whole message is in the error event
+    # a reason split inside a character would reach the client as an ERROR ("Invalid UTF-8")
+    assert close.type == aiohttp.WSMsgType.CLOSE and close.data == 1007
+    assert 100 < len(close.extra.encode()) <= 123
+    assert texts[0]["message"].startswith(close.extra)
+    await good_session(server)
+
+
+async def test_a_session_whose_bookkeeping_breaks_closes_1011_and_the_gateway_serves_on(
+        gateway, monkeypatch):
+    from streamer.gateway.ledger import LedgerError
+    from streamer.gateway.stream import StreamCore
+
+    real_settle = StreamCore.settle
+    broken = {"left": 1}
+
+    def settle_once_broken(self, work, result):
+        if broken["left"]:
+            broken["left"] -= 1
+            raise LedgerError("an injected fault")
+        return real_settle(self, work, result)
+
+    monkeypatch.setattr(StreamCore, "settle", settle_once_broken)
+    server = await gateway(workers=1)
+    async with asyncio.timeout(20):  # a hang fails here, not in the suite's timeout
+        report = await stream_audio(str(server.make_url(SIMPLE)), AudioFormat(),
+                                    make_pcm(AudioFormat(), 1.0))
+    assert report.close_code == 1011
+    errors = [e for e in report.events if isinstance(e, ErrorEvent)]
+    assert errors and "internal error" in errors[-1].message
+    await wait_until(lambda: not server.app[SESSIONS], what="the broken session to end")
+    await good_session(server)

@@ -6,8 +6,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import sys
-from pathlib import Path
 
 import aiohttp
 from aiohttp import web
@@ -20,10 +18,8 @@ from opentelemetry.proto.trace.v1.trace_pb2 import Span
 import streamer
 from streamer.protocol import AudioFormat
 from tests.audio_gen import write_wav
-from tests.conftest import wait_until
-from tests.e2e.test_commands import free_port
+from tests.conftest import BIN, free_port, wait_until
 
-BIN = Path(sys.executable).parent
 SPAN_KIND_SERVER, SPAN_KIND_CLIENT = Span.SPAN_KIND_SERVER, Span.SPAN_KIND_CLIENT
 
 

@@ -5,7 +5,7 @@ from streamer.gateway.pool.base import PoolStats, WorkerInfo
 
 def stats(ready: int) -> PoolStats:
     return PoolStats(kind="test", size=2, ready=ready, queued=0, inflight=0, restarts=0,
-                     redispatched=0, crashed_requests=0, available=True,
+                     redispatched=0, poisoned=0, available=True,
                      workers=[WorkerInfo(i, None, i < ready, 0, 0) for i in range(2)])
 
 

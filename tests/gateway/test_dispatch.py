@@ -1,13 +1,15 @@
-"""The dispatcher's bookkeeping, with workers stood in by lists of sent envelopes."""
+"""The dispatcher's bookkeeping, with workers stood in by lists of sent envelopes. Request ids
+are the dispatcher's own, handed out 1, 2, 3... in submission order."""
 
-import pytest
+import asyncio
 
 from streamer.gateway.dispatch import Dispatcher
+from streamer.gateway.pool.base import Job
 from streamer.wire import EndSession, InferenceRequest, InferenceResult, from_wire
 
 
-def req(rid: int, key: str | None = None) -> InferenceRequest:
-    return InferenceRequest(rid, "s", 0, rid, 0.0, 0.1, b"\x00" * 8, stateful_key=key)
+def req(seq: int, key: str | None = None) -> Job:
+    return Job("s", 0, seq, 0.0, 0.1, b"\x00" * 8, stateful_key=key)
 
 
 def ok(rid: int, worker: int) -> InferenceResult:
@@ -51,8 +53,23 @@ async def test_dead_worker_requests_are_resent_then_failed_after_retries():
     assert d.stats().redispatched == 1
     d.remove_worker(1, "worker 1 crashed")
     result = fut.result()
-    assert result.error == "inference failed: worker 1 crashed (tried 2 times)"
-    assert d.stats().crashed_requests == 1
+    assert result.error == ("inference failed: worker 1 crashed (tried 2 times; this segment is "
+                            "not sent again)")
+    assert d.stats().poisoned == 1
+    assert d.stats().inflight == 0 and d.stats().queued == 0
+
+
+async def test_a_segment_held_by_two_dead_workers_is_not_sent_again_by_default():
+    d, w = Dispatcher(per_worker=1), Wires()
+    for wid in range(3):
+        w.add(d, wid)
+    fut = d.submit(req(1))
+    d.remove_worker(0, "worker 0 crashed")
+    holder = next(wid for wid in (1, 2) if w.ids(wid) == [1])
+    d.remove_worker(holder, f"worker {holder} crashed")
+    assert "tried 2 times" in fut.result().error
+    assert w.ids(1) + w.ids(2) == [1]  # the third worker never saw it
+    assert d.stats().poisoned == 1
 
 
 async def test_requests_wait_for_a_worker_and_a_late_result_is_dropped():
@@ -61,18 +78,19 @@ async def test_requests_wait_for_a_worker_and_a_late_result_is_dropped():
     assert d.stats().queued == 1
     w.add(d, 0)
     assert w.ids(0) == [1]
-    d.cancel([1])
-    assert fut.cancelled()
+    fut.cancel()  # the session left
     d.on_result(ok(1, 0))  # arrives after the session left: dropped, no error
     assert d.stats().inflight == 0
 
 
-async def test_duplicate_request_id_is_an_error():
-    d = Dispatcher()
-    d.submit(req(1))
-    with pytest.raises(ValueError, match="already in flight"):
-        d.submit(req(1))
-
+async def test_a_cancelled_job_that_is_still_queued_is_never_sent():
+    d, w = Dispatcher(), Wires()
+    fut = d.submit(req(1))
+    fut.cancel()
+    await asyncio.sleep(0)  # the future's callbacks run on the next loop turn
+    w.add(d, 0)
+    assert w.ids(0) == []
+    assert d.stats().queued == 0
 
 async def test_affinity_keeps_a_stream_on_one_worker_and_end_stream_tells_it():
     d, w = Dispatcher(per_worker=1), Wires()
@@ -86,7 +104,7 @@ async def test_affinity_keeps_a_stream_on_one_worker_and_end_stream_tells_it():
     assert w.ids(1) == [2]  # request 3 did not move to worker 1
     d.on_result(ok(1, 0))
     assert a1.done() and w.ids(0) == [1, 3]
-    d.end_stream("A")
+    d.release("A")
     assert isinstance(w.sent[0][-1], EndSession)
 
 
@@ -114,10 +132,11 @@ async def test_state_lost_marks_the_first_answer_after_the_keys_worker_died():
     w.add(d, 1)
     assert w.ids(1) == [3]
     d.remove_worker(0, "worker 0 crashed")
-    assert w.ids(1) == [3, 1]  # A moves to worker 1, in order; request 2 waits for room there
+    assert w.ids(1) == [3]  # A's requests are suspects now: each runs alone on an idle worker
     d.on_result(ok(3, 1))
-    assert w.ids(1) == [3, 1, 2]
+    assert w.ids(1) == [3, 1]
     d.on_result(ok(1, 1))
+    assert w.ids(1) == [3, 1, 2]  # in order
     d.on_result(ok(2, 1))
     assert a1.result().state_lost and not a2.result().state_lost
     assert not b1.result().state_lost  # B's worker did not die
@@ -134,7 +153,27 @@ async def test_state_lost_marks_the_first_answer_after_the_keys_worker_died():
     d.submit(req(6, "C"))
     w.add(d, 3)
     d.remove_worker(2, "worker 2 crashed")
-    d.end_stream("C")
+    d.release("C")
+    d.on_result(ok(6, 3))  # the re-sent suspect ran alone on worker 3 and is answered
     c2 = d.submit(req(7, "C"))
     d.on_result(ok(7, 3), worker_id=3)
     assert not c2.result().state_lost
+
+
+async def test_segments_that_shared_a_worker_with_a_poison_one_are_not_blamed():
+    d, w = Dispatcher(per_worker=2, max_retries=1), Wires()
+    w.add(d, 0)
+    poison, bystander = d.submit(req(1)), d.submit(req(2))
+    assert w.ids(0) == [1, 2]
+    w.add(d, 1)
+    d.remove_worker(0, "worker 0 crashed")
+    assert w.ids(1) == [1]  # suspects run alone: the bystander waits
+    w.add(d, 2)
+    assert w.ids(2) == [2]
+    d.remove_worker(1, "worker 1 crashed")  # the poison one killed its second worker
+    assert "tried 2 times" in poison.result().error
+    d.on_result(ok(2, 2))
+    assert bystander.result().ok
+    assert d.stats().poisoned == 1
+    fresh = d.submit(req(3))  # a worker that finished its suspect takes ordinary work again
+    assert w.ids(2) == [2, 3] and not fresh.done()

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import socket
+import subprocess
+import sys
 import threading
 from multiprocessing import AuthenticationError
 
@@ -85,3 +87,12 @@ def test_a_silent_gateway_fails_the_handshake_instead_of_hanging():
     with pytest.raises(OSError):
         connect(("127.0.0.1", server.port), b"k", timeout=0.3)
     server.join()
+
+
+def test_workers_import_neither_aiohttp_nor_the_gateway():
+    """A worker host needs the model's dependencies, not the web server's."""
+    code = ("import sys, streamer.workers.__main__, streamer.workers.loop, streamer.workers.models;"
+            "bad = [m for m in sys.modules if m == 'aiohttp' or m.startswith('streamer.gateway')];"
+            "print(bad); raise SystemExit(1 if bad else 0)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stdout + out.stderr

@@ -1,6 +1,7 @@
 import numpy as np
+import pytest
 
-from streamer.wire import EndSession, InferenceRequest, InferenceResult, from_wire
+from streamer.wire import InferenceRequest, from_wire
 from streamer.workers.models import make_model
 from streamer.workers.models.counter import CounterModel
 from streamer.workers.runner import Runner
@@ -11,27 +12,63 @@ def request(rid: int = 1, n: int = 800) -> InferenceRequest:
                             sent_at=1.0, trace={"traceparent": "t"})
 
 
-def test_request_bytes_in_result_bytes_out():
+def test_a_request_in_a_result_out():
     runner = Runner(make_model("counter", {}), worker_id=4)
-    result = from_wire(runner.handle(request(9).to_wire()))
-    assert isinstance(result, InferenceResult)
+    result = runner.run(request(9), received=1.25)
     assert result.request_id == 9 and result.worker_id == 4
     assert result.output == {"count": 800} and result.error is None
     assert result.trace == {"traceparent": "t"}
-    assert result.queue_wait > 0 and result.inference_time >= 0
+    assert result.queue_wait == 0.25  # received at 1.25, sent at 1.0
+    assert result.inference_time >= 0
+    assert from_wire(result.to_wire()) == result
 
 
 def test_model_errors_become_error_results():
     runner = Runner(make_model("counter", {"failure_rate": 1.0}), worker_id=0)
-    result = from_wire(runner.handle(request().to_wire()))
+    result = runner.run(request(), received=1.0)
     assert result.output is None
     assert result.error.startswith("inference failed: counter model failed on purpose")
 
 
-def test_garbage_and_end_session_need_no_answer():
-    runner = Runner(make_model("counter", {}), worker_id=0)
-    assert runner.handle(b"\x00garbage") is None
-    assert runner.handle(EndSession("k").to_wire()) is None
+class Returns(CounterModel):
+    """Answers every segment with ``value``."""
+
+    value: object = None
+
+    def infer(self, audio, info):
+        return self.value
+
+
+@pytest.mark.parametrize("value, expected", [
+    ({"score": np.float32(0.5)}, {"score": 0.5}),
+    ({"n": np.int64(3), "ok": np.bool_(True)}, {"n": 3, "ok": True}),
+    ({"grid": np.arange(4, dtype=np.float32).reshape(2, 2)}, {"grid": [[0.0, 1.0], [2.0, 3.0]]}),
+    ({"nested": [{"a": (np.float64(1.5), 2)}]}, {"nested": [{"a": [1.5, 2]}]}),
+])
+def test_numpy_outputs_are_converted_and_survive_the_wire(value, expected):
+    model = Returns(CounterModel.Params())
+    model.value = value
+    result = Runner(model, worker_id=0).run(request(), received=1.0)
+    assert result.output == expected
+    assert from_wire(result.to_wire()).output == expected
+    assert all(type(v) is not np.float32 for v in result.output.values())
+
+
+@pytest.mark.parametrize("value, words", [
+    ({"blob": b"\x00\x01"}, "output.blob is of type bytes"),
+    ({"tags": {"a", "b"}}, "output.tags is of type set"),
+    ({"obj": object()}, "output.obj is of type object"),
+    ({1: "x"}, "key of type int"),
+    ({"s": np.array(["a"])}, "only numbers are sent"),
+    ([1, 2], "returned list, not a dict"),
+])
+def test_unusable_outputs_are_an_error_for_that_segment(value, words):
+    model = Returns(CounterModel.Params())
+    model.value = value
+    result = Runner(model, worker_id=0).run(request(), received=1.0)
+    assert result.output is None
+    assert "unusable model output" in result.error and words in result.error
+    assert from_wire(result.to_wire()).error == result.error
 
 
 def test_a_batch_gives_each_segment_its_share_of_the_time_and_the_batch_size():
@@ -55,3 +92,14 @@ def test_a_batch_call_that_raises_or_miscounts_fails_every_segment_of_it():
     assert [r.error for r in three] == ["inference failed: RuntimeError: boom"] * 3
     two = list(runner.run_batch([(request(i), 0.0) for i in (1, 2)]))
     assert all("returned 1 outputs for 2 segments" in r.error for r in two)
+
+
+def test_one_respawn_policy_backs_off_only_for_workers_that_never_answered():
+    from streamer.config import PoolConfig
+    from streamer.workers.respawn import Backoff
+
+    policy = Backoff.from_config(PoolConfig(restart_backoff=0.5))
+    assert [policy.delay(n) for n in (0, 1, 2, 3)] == [0.0, 0.5, 1.0, 2.0]
+    assert policy.delay(100) == 32.0  # capped at 2**6 times the first wait
+    assert policy.next_idle_deaths(3, answered=True) == 0
+    assert policy.next_idle_deaths(3, answered=False) == 4

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import dataclasses
+import importlib
+import os
+import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from types import ModuleType
 from typing import Any, ClassVar, TypeVar
 
 import numpy as np
@@ -90,10 +94,56 @@ def model_names() -> list[str]:
 
 
 def model_class(name: str) -> type[Model]:
+    """A registered model by name, or any model class by import path,
+    ``package.module:ClassName``."""
+    if ":" in name:
+        return import_model(name)
     try:
         return _REGISTRY[name]
     except KeyError:
-        raise ConfigError(f"unknown model {name!r} (known: {', '.join(model_names())})") from None
+        raise ConfigError(f"unknown model {name!r} (known: {', '.join(model_names())}; or "
+                          "give an import path, package.module:ClassName)") from None
+
+
+def import_model(path: str) -> type[Model]:
+    """Load a model class from the Python path; the current directory is searched too, so
+    ``--model examples.loudness:Loudness`` works from a checkout without installing it."""
+    module_name, _, attr = path.partition(":")
+    if not module_name or not attr:
+        raise ConfigError(f"model {path!r}: expected an import path like package.module:ClassName")
+    try:
+        module = _import(module_name)
+    except ModuleNotFoundError as exc:
+        raise ConfigError(f"model {path!r}: cannot import {module_name!r} ({exc}); it must be "
+                          "installed or on the Python path (PYTHONPATH, or the current "
+                          "directory)") from None
+    except Exception as exc:
+        raise ConfigError(f"model {path!r}: importing {module_name!r} failed: "
+                          f"{type(exc).__name__}: {exc}") from None
+    obj: Any = module
+    for part in attr.split("."):
+        obj = getattr(obj, part, None)
+    if obj is None:
+        raise ConfigError(f"model {path!r}: module {module_name!r} has no {attr!r}")
+    if not (isinstance(obj, type) and issubclass(obj, Model)):
+        raise ConfigError(f"model {path!r}: {attr} is not a model class (subclass "
+                          "streamer.workers.models.Model and implement infer)")
+    if obj.infer is Model.infer and obj.infer_batch is Model.infer_batch:
+        raise ConfigError(f"model {path!r}: {attr} implements neither infer nor infer_batch")
+    if not dataclasses.is_dataclass(obj.Params):
+        raise ConfigError(f"model {path!r}: {attr}.Params must be a dataclass of its settings")
+    return obj
+
+
+def _import(module_name: str) -> ModuleType:
+    try:
+        return importlib.import_module(module_name)
+    except ModuleNotFoundError:
+        here = os.getcwd()
+        if here in sys.path:
+            raise
+        sys.path.append(here)
+        return importlib.import_module(module_name)
 
 
 def parse_params(cls: type[Model], raw: Mapping[str, Any], name: str) -> Any:

@@ -1,0 +1,1 @@
+"""Example models to copy from: run one with ``--model examples.<module>:<Class>``."""

@@ -1,0 +1,257 @@
+"""One stream, from ``start`` to its end, without sockets, tasks or clocks of its own.
+
+Frames go in (:meth:`StreamCore.feed`) and come out as :class:`Work`, jobs for the pool each with
+the ledger slot its answer fills; answers go in (:meth:`StreamCore.settle`) and events come out
+through the ledger's emit callable, in stream order. Everything here is synchronous: the session
+does the I/O (reading the socket, submitting to the pool, sending), and unit tests drive this
+class directly with bytes and results.
+"""
+
+from __future__ import annotations
+
+import bisect
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+from opentelemetry import context as otel_context
+from opentelemetry import trace
+
+from streamer.gateway.audio import MODEL_RATE, Decoder
+from streamer.gateway.ledger import Ledger, Outgoing, Slot
+from streamer.gateway.pool.base import Job
+from streamer.gateway.segmenters import Activity, Segment, Segmenter
+from streamer.protocol import (
+    ActivityEvent,
+    ErrorEvent,
+    SegmentEvent,
+    ServerEvent,
+    StartRequest,
+    StoppedEvent,
+    encode_event,
+)
+from streamer.tracing import context_from_traceparent, inject
+from streamer.wire import InferenceResult
+
+tracer = trace.get_tracer("streamer.gateway")
+
+ARRIVALS_KEPT = 8192  # frames of arrival times kept to date results (minutes of audio)
+STATE_LOST = ("the model's state for this stream was lost (its worker died); results from this "
+              "segment on start from fresh state")
+
+
+@dataclass(slots=True)
+class Work:
+    """A job for the pool and the slot its answer fills."""
+
+    job: Job
+    slot: Slot
+    span: trace.Span
+    audio_ready_at: float    # when the audio at the job's end reached the gateway
+    audio_started_at: float  # when the audio at its start did
+
+
+@dataclass(slots=True)
+class Fed:
+    """What one call to feed or finish produced."""
+
+    work: list[Work] = field(default_factory=list)
+    seconds: float = 0.0       # audio decoded, per channel
+    decode_time: float = 0.0   # seconds spent decoding
+    segment_time: float = 0.0  # seconds spent segmenting
+
+
+class Arrivals:
+    """When each part of the stream's audio reached the gateway, to date results against."""
+
+    def __init__(self) -> None:
+        self._ends: list[int] = []     # samples decoded after each frame
+        self._times: list[float] = []  # when that frame arrived
+
+    def note(self, samples: int, now: float) -> None:
+        self._ends.append(samples)
+        self._times.append(now)
+        if len(self._ends) > 2 * ARRIVALS_KEPT:
+            del self._ends[:ARRIVALS_KEPT], self._times[:ARRIVALS_KEPT]
+
+    def of(self, sample: int, default: float) -> float:
+        i = bisect.bisect_left(self._ends, sample)
+        return self._times[i] if i < len(self._times) else default
+
+
+def stream_span(session_id: str, endpoint: str, number: int, start: StartRequest,
+                traceparent_header: str | None) -> trace.Span:
+    """The stream's root span: a child of the client's trace (its ``start`` message's
+    ``trace_id``, else the upgrade request's ``traceparent`` header), else a new trace."""
+    parent = context_from_traceparent(start.trace_id)
+    if not trace.get_current_span(parent).get_span_context().is_valid:
+        parent = context_from_traceparent(traceparent_header)
+    fmt = start.format
+    return tracer.start_span("session", context=parent, attributes={
+        "session.id": session_id, "session.endpoint": endpoint, "stream.number": number,
+        "audio.channels": fmt.channels, "audio.sample_rate": fmt.sample_rate,
+        "audio.bit_depth": fmt.bit_depth, "audio.is_float": fmt.is_float})
+
+
+class StreamCore:
+    def __init__(self, session_id: str, number: int, start: StartRequest,
+                 segmenters: list[Segmenter], stateful: bool, emit: Callable[[Outgoing], None],
+                 span: trace.Span | None = None) -> None:
+        self.session_id = session_id
+        self.number = number
+        self.start = start
+        self.decoder = Decoder(start.format)
+        self.segmenters = segmenters
+        self.ledger = Ledger(emit)
+        self.span = span or trace.INVALID_SPAN
+        self._ctx: otel_context.Context = trace.set_span_in_context(self.span)
+        self._keys = ([f"{session_id}/{number}/{c}" for c in range(len(segmenters))]
+                      if stateful else [])
+        self._arrivals = Arrivals()
+        self.first_audio_at: float | None = None
+
+    # ---- audio in, work out -------------------------------------------------------------
+    def feed(self, data: bytes, now: float) -> Fed:
+        if self.first_audio_at is None:
+            self.first_audio_at = now
+        with tracer.start_as_current_span("decode", context=self._ctx) as span:
+            t0 = time.perf_counter()
+            audio = self.decoder.feed(data)
+            fed = Fed(decode_time=time.perf_counter() - t0)
+            span.set_attribute("audio.bytes", len(data))
+            span.set_attribute("audio.samples", audio.shape[1])
+        self._arrivals.note(self.decoder.samples_out, now)
+        self._segment(audio, fed, now)
+        return fed
+
+    def finish(self, now: float) -> Fed:
+        """The client stopped: flush the decoder and the segmenters, plan ``stopped``."""
+        t0 = time.perf_counter()
+        tail = self.decoder.flush()
+        fed = Fed(decode_time=time.perf_counter() - t0)
+        self._arrivals.note(self.decoder.samples_out, now)
+        self._segment(tail, fed, now)
+        for channel, segmenter in enumerate(self.segmenters):
+            for out in segmenter.flush():
+                self._plan(channel, out, fed, now)
+        if self.decoder.pending_bytes:
+            self._event(0, ErrorEvent(0, (
+                f"the stream ended inside an audio frame: the last "
+                f"{self.decoder.pending_bytes} bytes do not make a whole frame of "
+                f"{self.start.format.frame_bytes} bytes and were dropped")))
+        for channel in range(len(self.segmenters)):
+            self._event(channel, StoppedEvent(channel, self.duration))
+        return fed
+
+    def _segment(self, audio: np.ndarray, fed: Fed, now: float) -> None:
+        fed.seconds = audio.shape[1] / MODEL_RATE
+        for channel, segmenter in enumerate(self.segmenters):
+            t0 = time.perf_counter()
+            outs = segmenter.push(audio[channel])
+            fed.segment_time += time.perf_counter() - t0
+            for out in outs:
+                self._plan(channel, out, fed, now)
+
+    def _plan(self, channel: int, out: Segment | Activity, fed: Fed, now: float) -> None:
+        if isinstance(out, Activity):
+            self._event(channel, ActivityEvent(out.kind, channel, out.at / MODEL_RATE))
+            return
+        start, end = out.start / MODEL_RATE, out.end / MODEL_RATE
+        slot = self.ledger.plan(channel, end - start)
+        span = tracer.start_span("dispatch", context=self._ctx, attributes={
+            "session.id": self.session_id, "audio.channel": channel,
+            "segment.start_time": start, "segment.end_time": end, "segment.seq": slot.seq})
+        if out.is_final is not None:
+            span.set_attribute("segment.is_final", out.is_final)
+        job = Job(self.session_id, channel, slot.seq, start, end, out.audio.tobytes(),
+                  out.is_final, self._keys[channel] if self._keys else None,
+                  inject(trace.set_span_in_context(span)))
+        fed.work.append(Work(job, slot, span, self._arrivals.of(out.end, now),
+                             self._arrivals.of(out.start + 1, now)))
+
+    def _event(self, channel: int, event: ServerEvent) -> None:
+        self.ledger.add(channel, Outgoing(encode_event(event), stream=self.number))
+
+    # ---- answers in, events out ---------------------------------------------------------
+    def settle(self, work: Work, result: InferenceResult | None) -> None:
+        """Fill ``work``'s slot with the event for ``result`` (None: withdrawn, nothing to
+        send). Any failure to build the event becomes an error event naming the segment."""
+        self.ledger.settle_by(work.slot, lambda: self._answer(work, result),
+                              lambda exc: self._error(work, _explain(exc)))
+
+    def fail(self, work: Work, message: str) -> None:
+        """Answer ``work`` with an error event (it could not be run)."""
+        work.span.set_status(trace.StatusCode.ERROR, message)
+        work.span.end()
+        self.ledger.settle_by(work.slot, lambda: self._error(work, message),
+                              lambda exc: self._error(work, "internal error"))
+
+    def _answer(self, work: Work, result: InferenceResult | None) -> Outgoing | None:
+        span = work.span
+        if result is None:
+            span.set_attribute("segment.cancelled", True)
+            span.end()
+            return None
+        span.set_attribute("worker.id", result.worker_id)
+        span.set_attribute("worker.queue_wait", result.queue_wait)
+        span.set_attribute("worker.inference_time", result.inference_time)
+        if result.error is not None:
+            span.set_status(trace.StatusCode.ERROR, result.error)
+        span.end()
+        job = work.job
+        if result.output is None:
+            return self._error(work, result.error or "inference failed", result.state_lost)
+        event = SegmentEvent(job.channel, job.start_time, job.end_time, result.output,
+                             job.is_final)
+        out = self._outgoing(work, encode_event(event), True)
+        if result.state_lost:
+            out.notice = encode_event(ErrorEvent(job.channel, STATE_LOST, job.start_time,
+                                                 job.end_time, job.is_final))
+        return out
+
+    def _error(self, work: Work, message: str, state_lost: bool = False) -> Outgoing:
+        job = work.job
+        event = ErrorEvent(job.channel, message, job.start_time, job.end_time, job.is_final)
+        out = self._outgoing(work, encode_event(event), False)
+        if state_lost:
+            out.notice = encode_event(ErrorEvent(job.channel, STATE_LOST, job.start_time,
+                                                 job.end_time, job.is_final))
+        return out
+
+    def _outgoing(self, work: Work, text: str, ok: bool) -> Outgoing:
+        job = work.job
+        return Outgoing(text, job.seconds, ok, "interim" if job.is_final is False else "final",
+                        work.audio_ready_at, work.audio_started_at, self.first_audio_at,
+                        self.number)
+
+    # ---- the end --------------------------------------------------------------------------
+    def close(self, attribute: str, value: float | bool) -> list[str]:
+        """The stream is over: open outputs are dropped, its span ends. Returns the model
+        state keys the pool should release."""
+        self.ledger.close()
+        self.span.set_attribute(attribute, value)
+        self.span.end()
+        return list(self._keys)
+
+    @property
+    def channels(self) -> int:
+        return len(self.segmenters)
+
+    @property
+    def duration(self) -> float:
+        return self.decoder.samples_out / MODEL_RATE
+
+    @property
+    def open(self) -> int:
+        return self.ledger.open
+
+    @property
+    def backlog_seconds(self) -> float:
+        return self.ledger.backlog_seconds
+
+
+def _explain(exc: Exception) -> str:
+    if isinstance(exc, TypeError | ValueError):
+        return f"the model's output could not be sent as JSON ({type(exc).__name__}: {exc})"
+    return f"internal error while handling this segment's result ({type(exc).__name__})"
