@@ -193,7 +193,7 @@ class Session:
             self.log.warning("results still pending after %.1f s drain; closing", drain_timeout)
         self._observe.drained(time.monotonic() - stopped_at)
         self.log.info("stream %d finished, %.2f s of audio", core.number, core.duration)
-        self._close_stream("audio.seconds", core.duration)
+        self._close_stream("audio.duration_seconds", core.duration)
 
     def _close_stream(self, attribute: str, value: float | bool) -> None:
         """A stream is over: workers drop its model state, its span ends."""

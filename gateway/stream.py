@@ -89,7 +89,7 @@ def stream_span(session_id: str, endpoint: str, number: int, start: StartRequest
         parent = context_from_traceparent(traceparent_header)
     fmt = start.format
     return tracer.start_span("session", context=parent, attributes={
-        "session.id": session_id, "session.endpoint": endpoint, "stream.number": number,
+        "session.id": session_id, "http.route": endpoint, "stream.number": number,
         "audio.channels": fmt.channels, "audio.sample_rate": fmt.sample_rate,
         "audio.bit_depth": fmt.bit_depth, "audio.is_float": fmt.is_float})
 
@@ -194,8 +194,8 @@ class StreamCore:
             span.end()
             return None
         span.set_attribute("worker.id", result.worker_id)
-        span.set_attribute("worker.queue_wait", result.queue_wait)
-        span.set_attribute("worker.inference_time", result.inference_time)
+        span.set_attribute("worker.queue_wait_seconds", result.queue_wait)
+        span.set_attribute("worker.inference_seconds", result.inference_time)
         if result.error is not None:
             span.set_status(trace.StatusCode.ERROR, result.error)
         span.end()

@@ -93,7 +93,7 @@ def test_state_lost_sends_a_notice_before_the_answer():
     assert [w.job.stateful_key for w in work] == ["sess/1/0", "sess/1/1"]
     h.core.settle(work[0], InferenceResult(1, 0, output={"a": 1}, state_lost=True))
     assert "state for this stream was lost" in json.loads(h.sent[0].notice)["message"]
-    assert h.core.close("audio.seconds", 1.0) == ["sess/1/0", "sess/1/1"]
+    assert h.core.close("audio.duration_seconds", 1.0) == ["sess/1/0", "sess/1/1"]
 
 
 def test_a_partial_frame_at_the_end_is_reported():
