@@ -34,16 +34,13 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from streamer.errors import ConfigError
+from streamer.protocol import SUBPROTOCOL, TOKEN_SUBPROTOCOL_PREFIX
 
 log = logging.getLogger(__name__)
 
 KEY_PREFIX = "sk_"
 HASH_PREFIX = "sha256:"
 TOKEN_PREFIX = "st1."
-# A browser offers both: the first is what the gateway selects (a browser fails a handshake whose
-# offered subprotocols are all ignored), the second carries the token.
-SUBPROTOCOL = "streamer.v1"
-TOKEN_SUBPROTOCOL_PREFIX = "streamer.token."
 _HASH_RE = re.compile(r"^sha256:[0-9a-f]{64}$")
 _NAME_RE = re.compile(r"^[A-Za-z0-9_.@-]{1,64}$")
 _TOKEN_CONTEXT = b"streamer-token-v1."

@@ -4,8 +4,10 @@
 from __future__ import annotations
 
 import argparse
+import os
+import ssl
 import sys
-from typing import NoReturn
+from typing import Any, NoReturn
 
 from yarl import URL
 
@@ -22,13 +24,16 @@ EXIT_OK = 0
 EXIT_FAILED = 1        # the stream ran; an error event came, or it did not end normally
 EXIT_USAGE = 2         # a bad option, URL, endpoint path or audio file
 EXIT_UNREACHABLE = 3   # nobody answered at the address, or the handshake failed
-EXIT_REFUSED = 4       # the gateway's admission control refused (the reason is printed)
+EXIT_REFUSED = 4       # the gateway refused: busy, a missing or wrong key or token, the key's
+                       # limits, another origin (the reason is printed)
 EXIT_INTERRUPTED = 130
 
 EXIT_CODES = ("exit codes: 0 success; 1 the stream ran but failed (an error, or an abnormal "
               "close); 2 bad usage (an option, the URL, an unknown endpoint path, an unreadable "
-              "file); 3 gateway unreachable; 4 refused by the gateway (its reason is printed); "
-              "130 interrupted")
+              "file); 3 gateway unreachable (or its TLS certificate does not verify); 4 refused by "
+              "the gateway: busy, a missing or wrong API key or token, over the key's limits, "
+              "or another origin (its reason is printed); 130 interrupted")
+API_KEY_ENV = "STREAMER_API_KEY"
 
 
 def add_common_options(p: argparse.ArgumentParser, real_time_default: bool) -> None:
@@ -55,6 +60,49 @@ def add_common_options(p: argparse.ArgumentParser, real_time_default: bool) -> N
     p.add_argument("--interim-results", action="store_true",
                    help="ask /segmented for interim results")
     p.add_argument("--version", action="version", version=f"%(prog)s {streamer.__version__}")
+
+
+def add_auth_options(p: argparse.ArgumentParser) -> None:
+    """--api-key, --token and --cacert. The key's value is never a default argparse could show
+    in --help: the environment variable is read after parsing."""
+    group = p.add_argument_group("authentication and TLS")
+    cred = group.add_mutually_exclusive_group()
+    cred.add_argument("--api-key", metavar="KEY",
+                      help=f"API key for a gateway that needs one, sent as 'Authorization: "
+                           f"Bearer' (default: the {API_KEY_ENV} environment variable, which "
+                           "keeps the key out of the process list)")
+    cred.add_argument("--token", metavar="TOKEN",
+                      help="a token from POST /api/v1/token instead of a key, sent as a "
+                           "websocket subprotocol")
+    group.add_argument("--cacert", metavar="PATH",
+                       help="for wss://: trust the certificate(s) in this PEM file (a private "
+                            "or self-signed certificate) besides the system's")
+
+
+def connect_auth(args: argparse.Namespace, url: str, prog: str) -> dict[str, Any]:
+    """``api_key``, ``token`` and ``ssl`` for the client library from the options (and
+    ``STREAMER_API_KEY``); a bad --cacert ends the program with a usage error."""
+    auth: dict[str, Any] = {}
+    if args.token is not None:
+        auth["token"] = args.token
+    elif args.api_key is not None or os.environ.get(API_KEY_ENV):
+        auth["api_key"] = args.api_key if args.api_key is not None else os.environ[API_KEY_ENV]
+    for name, value in auth.items():
+        if not value.strip() or any(c.isspace() for c in value.strip()):
+            source = f"--{name.replace('_', '-')}" if getattr(args, name) is not None \
+                else API_KEY_ENV
+            fail(prog, f"bad {source}: it is empty or has spaces in it", EXIT_USAGE)
+    if args.cacert is not None:
+        if URL(url).scheme != "wss":
+            fail(prog, "--cacert is for wss:// addresses", EXIT_USAGE)
+        try:
+            auth["ssl"] = ssl.create_default_context(cafile=args.cacert)
+        except OSError as exc:
+            fail(prog, f"cannot read --cacert {args.cacert}: {exc.strerror or exc}", EXIT_USAGE)
+        except ssl.SSLError as exc:
+            fail(prog, f"--cacert {args.cacert} holds no usable PEM certificate ({exc.reason})",
+                 EXIT_USAGE)
+    return auth
 
 
 def check_common_options(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:

@@ -14,8 +14,11 @@
 
     asyncio.run(main())
 
-:func:`stream_file` streams a whole file. Every failure is a :class:`ClientError`: ``Refused``
-(admission control's 503, with reason, message and Retry-After), ``ConnectFailed``,
+:func:`stream_file` streams a whole file. ``api_key=`` (or a ``token=`` from
+:func:`fetch_token`) authenticates to a gateway with keys, ``ssl=`` trusts a private wss
+certificate. Every failure is a :class:`ClientError`: ``Refused`` (admission control's 503, or
+``Unauthorized`` 401, ``Forbidden`` 403, ``RateLimited`` 429; with reason, message and
+Retry-After), ``ConnectFailed``,
 ``StreamClosed`` (a close code and reason), ``InvalidURL``, ``AudioFileError``; aiohttp's
 exceptions stay inside. :class:`StreamerClient` is the step-by-step layer under it (several
 streams on one socket).
@@ -34,6 +37,7 @@ from collections.abc import AsyncIterator, Callable, Generator
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from pathlib import Path
+from ssl import SSLContext
 from types import SimpleNamespace, TracebackType
 from typing import Any
 
@@ -42,13 +46,18 @@ import numpy as np
 from yarl import URL
 
 from streamer.client_audio import AudioClip, pcm_bytes, read_audio, read_wav
+from streamer.client_auth import IssuedToken, credentials, fetch_token
 from streamer.client_errors import (
+    REFUSALS,
     AudioFileError,
     ClientError,
     ConnectFailed,
+    Forbidden,
     InvalidURL,
+    RateLimited,
     Refused,
     StreamClosed,
+    Unauthorized,
 )
 from streamer.protocol import (
     ActivityEvent,
@@ -65,9 +74,10 @@ from streamer.tracing import current_traceparent
 
 __all__ = [
     "ActivityEvent", "AudioClip", "AudioFileError", "AudioFormat", "ClientError",
-    "ConnectFailed", "ErrorEvent", "InvalidURL", "Refused", "SegmentEvent", "ServerEvent",
-    "Stream", "StreamClosed", "StoppedEvent", "StreamReport", "StreamerClient", "client_session",
-    "connect", "pcm_bytes", "read_audio", "read_wav", "stream_audio", "stream_file",
+    "ConnectFailed", "ErrorEvent", "Forbidden", "InvalidURL", "IssuedToken", "RateLimited",
+    "Refused", "SegmentEvent", "ServerEvent", "Stream", "StreamClosed", "StoppedEvent",
+    "StreamReport", "StreamerClient", "Unauthorized", "client_session", "connect", "fetch_token",
+    "pcm_bytes", "read_audio", "read_wav", "stream_audio", "stream_file",
 ]
 
 ENDPOINTS = ("/api/v1/simple", "/api/v1/segmented")
@@ -112,33 +122,58 @@ def check_url(url: str) -> URL:
     return parsed
 
 
+def redact(url: str) -> str:
+    """``url`` with a ``token`` query value hidden, for error messages and logs."""
+    with contextlib.suppress(ValueError, TypeError):
+        parsed = URL(url)
+        if "token" in parsed.query:
+            return str(parsed.update_query(token="***"))
+    return url
+
+
 async def open_websocket(url: str, session: aiohttp.ClientSession, *,
-                         headers: dict[str, str] | None = None, connect_timeout: float = 10.0,
+                         headers: dict[str, str] | None = None,
+                         protocols: tuple[str, ...] = (), ssl: SSLContext | bool = True,
+                         connect_timeout: float = 10.0,
                          close_timeout: float = 10.0) -> aiohttp.ClientWebSocketResponse:
-    """Open the websocket; every failure becomes a :class:`ClientError`."""
+    """Open the websocket; every failure becomes a :class:`ClientError`. ``ssl`` is for wss:
+    an ``ssl.SSLContext`` that trusts a private certificate, or False to skip verification."""
     check_url(url)
+    shown = redact(url)
     holder: dict[str, bytes] = {}
     token = _handshake_body.set(holder)
     try:
         async with asyncio.timeout(connect_timeout):
             return await session.ws_connect(
-                url, headers=headers, max_msg_size=0,
+                url, headers=headers, protocols=protocols, ssl=ssl, max_msg_size=0,
                 timeout=aiohttp.ClientWSTimeout(ws_close=close_timeout))
     except aiohttp.WSServerHandshakeError as exc:
-        raise _handshake_error(url, exc, holder.get("body", b"")) from exc
+        raise _handshake_error(shown, exc, holder.get("body", b"")) from exc
     except TimeoutError as exc:
-        raise ConnectFailed(f"no answer from {url} within {connect_timeout:g} s",
-                            url) from exc
+        raise ConnectFailed(f"no answer from {shown} within {connect_timeout:g} s",
+                            shown) from exc
     except aiohttp.InvalidURL as exc:
-        raise InvalidURL(f"{url!r} is not a valid URL") from exc
+        raise InvalidURL(f"{shown!r} is not a valid URL") from exc
+    except aiohttp.ClientConnectorCertificateError as exc:
+        raise ConnectFailed(_certificate_text(exc), shown) from exc
     except aiohttp.ClientConnectorError as exc:
         raise ConnectFailed(f"cannot connect to {exc.host}:{exc.port}: "
-                            f"{_os_error_text(exc.os_error)}", url) from exc
+                            f"{_os_error_text(exc.os_error)}", shown) from exc
+    except aiohttp.ClientSSLError as exc:
+        raise ConnectFailed(f"TLS with {shown} failed: {exc}", shown) from exc
     except (aiohttp.ClientError, OSError) as exc:
-        raise ConnectFailed(f"cannot connect to {url}: {exc or type(exc).__name__}",
-                            url) from exc
+        raise ConnectFailed(f"cannot connect to {shown}: {exc or type(exc).__name__}",
+                            shown) from exc
     finally:
         _handshake_body.reset(token)
+
+
+def _certificate_text(exc: aiohttp.ClientConnectorCertificateError) -> str:
+    cert_error = exc.certificate_error
+    why = getattr(cert_error, "verify_message", None) or str(cert_error)
+    return (f"cannot connect to {exc.host}:{exc.port}: its TLS certificate does not verify "
+            f"({why}); trust a private certificate with ssl=ssl.create_default_context("
+            "cafile=...) (--cacert on the command line)")
 
 
 def _os_error_text(error: OSError) -> str:
@@ -156,16 +191,22 @@ def _handshake_error(url: str, exc: aiohttp.WSServerHandshakeError, body: bytes)
     text = str(fields.get("message") or body.decode("utf-8", "replace").strip()
                or exc.message)[:300]
     status = exc.status
-    if status == 503:
-        return Refused(url, str(fields.get("reason", "unknown")),
-                       str(fields.get("message") or "the gateway is not taking sessions now"),
-                       _retry_after(exc.headers))
+    if status in REFUSALS:
+        return REFUSALS[status](url, str(fields.get("reason", "unknown")),
+                                str(fields.get("message") or _REFUSAL_TEXT[status]),
+                                _retry_after(exc.headers), status)
     if status == 404:
         return ConnectFailed(f"{url}: no websocket endpoint at {URL(url).path!r} (HTTP 404); "
                              f"the gateway serves {' and '.join(ENDPOINTS)}", url, 404)
     if status < 300:
         return ConnectFailed(f"{url} is not a websocket endpoint (HTTP {status})", url, status)
     return ConnectFailed(f"{url}: the gateway answered HTTP {status}: {text}", url, status)
+
+
+_REFUSAL_TEXT = {503: "the gateway is not taking sessions now",
+                 401: "the gateway needs a valid API key or token",
+                 403: "the gateway does not accept connections from this origin",
+                 429: "the API key is over its limits"}
 
 
 def _retry_after(headers: Any) -> float | None:
@@ -196,13 +237,18 @@ class StreamerClient:
 
     @classmethod
     async def connect(cls, url: str, *, session: aiohttp.ClientSession | None = None,
-                      headers: dict[str, str] | None = None, connect_timeout: float = 10.0,
-                      close_timeout: float = 10.0) -> StreamerClient:
+                      headers: dict[str, str] | None = None, api_key: str | None = None,
+                      token: str | None = None, ssl: SSLContext | bool = True,
+                      connect_timeout: float = 10.0, close_timeout: float = 10.0,
+                      ) -> StreamerClient:
+        """Open the websocket. ``api_key`` is sent as ``Authorization: Bearer``, ``token`` (from
+        :func:`fetch_token`) as a websocket subprotocol; ``ssl`` as for :func:`open_websocket`."""
+        headers, protocols = credentials(api_key, token, headers)
         owns = session is None
         session = session or client_session()
         try:
-            ws = await open_websocket(url, session, headers=headers,
-                                      connect_timeout=connect_timeout,
+            ws = await open_websocket(url, session, headers=headers, protocols=protocols,
+                                      ssl=ssl, connect_timeout=connect_timeout,
                                       close_timeout=close_timeout)
         except BaseException:
             if owns:
@@ -364,14 +410,19 @@ class connect:  # noqa: N801  (used like a function: ``async with connect(...)``
     ``format`` describes the audio you will send; ``interim_results`` asks ``/segmented`` for
     interim results; ``trace_id`` is a W3C traceparent to continue (default: the current
     OpenTelemetry span's); ``options`` are further ``start`` fields (``vad={...}``).
-    ``retries`` > 0 retries a refused connection after the gateway's Retry-After (1 s if it
-    gives none), unless that is longer than ``max_retry_wait``; then ``Refused`` is raised.
+    ``api_key`` (sent as ``Authorization: Bearer``) or ``token`` (from :func:`fetch_token`, sent
+    as a websocket subprotocol) authenticate to a gateway that has keys; ``ssl`` is an
+    ``ssl.SSLContext`` trusting a private certificate for wss (False skips verification).
+    ``retries`` > 0 retries a connection refused as busy (503) or over the key's limits (429)
+    after the gateway's Retry-After (1 s if it gives none), unless that is longer than
+    ``max_retry_wait``; then the ``Refused`` is raised (at once for 401 and 403).
     ``on_refused(refused, wait)`` is told before each wait (to show "waiting for the server").
     """
 
     def __init__(self, url: str, *, format: AudioFormat | None = None,  # noqa: A002
                  interim_results: bool = False, trace_id: str | None = None,
-                 headers: dict[str, str] | None = None, retries: int = 0,
+                 headers: dict[str, str] | None = None, api_key: str | None = None,
+                 token: str | None = None, ssl: SSLContext | bool = True, retries: int = 0,
                  max_retry_wait: float = 30.0,
                  on_refused: Callable[[Refused, float], None] | None = None,
                  connect_timeout: float = 10.0, close_timeout: float = 10.0,
@@ -383,7 +434,8 @@ class connect:  # noqa: N801  (used like a function: ``async with connect(...)``
         self.format = format or AudioFormat()
         self.format.validate()
         self._start = dict(interim_results=interim_results, trace_id=trace_id, **options)
-        self._headers = headers
+        credentials(api_key, token)  # a bad combination fails here, not on first await
+        self._auth: dict[str, Any] = dict(headers=headers, api_key=api_key, token=token, ssl=ssl)
         self._retries = retries
         self._max_retry_wait = max_retry_wait
         self._on_refused = on_refused
@@ -395,12 +447,13 @@ class connect:  # noqa: N801  (used like a function: ``async with connect(...)``
         while True:
             try:
                 client = await StreamerClient.connect(
-                    self.url, headers=self._headers, connect_timeout=self._timeouts[0],
+                    self.url, **self._auth, connect_timeout=self._timeouts[0],
                     close_timeout=self._timeouts[1])
                 break
             except Refused as refused:
                 wait = 1.0 if refused.retry_after is None else refused.retry_after
-                if attempt >= self._retries or wait > self._max_retry_wait:
+                if (not refused.retryable or attempt >= self._retries
+                        or wait > self._max_retry_wait):
                     raise
                 attempt += 1
                 if self._on_refused is not None:
@@ -512,7 +565,7 @@ async def stream_file(url: str, path: str | Path, *, real_time: bool = False,
                       **connect_options: Any) -> StreamReport:
     """Stream a whole audio file (see :func:`streamer.client_audio.read_audio` for the formats)
     and return every event. ``connect_options`` go to :func:`connect` (``interim_results``,
-    ``trace_id``, ``retries``, ``vad``, ...)."""
+    ``trace_id``, ``api_key``, ``token``, ``ssl``, ``retries``, ``vad``, ...)."""
     clip = read_audio(path, sample_format)
     async with connect(url, format=clip.format, **connect_options) as stream:
         return await play(stream, clip.data, chunk_ms=chunk_ms, real_time=real_time,
@@ -523,12 +576,14 @@ async def stream_audio(url: str, fmt: AudioFormat, data: bytes, *, chunk_size: i
                        real_time: bool = False, interim_results: bool = False,
                        disconnect: bool = True, trace_id: str | None = None,
                        on_event: Callable[[ServerEvent], None] | None = None,
-                       **options: Any) -> StreamReport:
+                       api_key: str | None = None, token: str | None = None,
+                       ssl: SSLContext | bool = True, **options: Any) -> StreamReport:
     """Send raw PCM in frames of ``chunk_size`` bytes while collecting every event. Unlike
     :func:`stream_file` a close with an error code is not raised: ``report.close_code`` has it
     (for tests and tools that look at how streams end)."""
     report = StreamReport(audio_seconds=len(data) / (fmt.frame_bytes * fmt.sample_rate))
-    async with await StreamerClient.connect(url) as client:
+    async with await StreamerClient.connect(url, api_key=api_key, token=token,
+                                            ssl=ssl) as client:
         await client.start(fmt, interim_results=interim_results, trace_id=trace_id, **options)
         t0 = time.perf_counter()
 

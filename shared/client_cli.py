@@ -8,6 +8,7 @@ import asyncio
 import json
 import sys
 from collections.abc import Callable
+from typing import Any
 
 from opentelemetry import trace
 
@@ -16,8 +17,10 @@ from streamer.cli_common import (
     EXIT_FAILED,
     EXIT_INTERRUPTED,
     EXIT_USAGE,
+    add_auth_options,
     add_common_options,
     check_common_options,
+    connect_auth,
     exit_code_for,
     fail,
     resolve_url,
@@ -44,6 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "to a streamer gateway and print what comes back.")
     p.add_argument("-i", "--input", required=True, metavar="FILE", help="the audio file")
     add_common_options(p, real_time_default=False)
+    add_auth_options(p)
     p.add_argument("--chunk-size", type=int, help=argparse.SUPPRESS)  # bytes; older spelling
     out = p.add_mutually_exclusive_group()
     out.add_argument("--pretty", dest="pretty", action="store_true", default=None,
@@ -51,8 +55,8 @@ def build_parser() -> argparse.ArgumentParser:
     out.add_argument("--json", dest="pretty", action="store_false",
                      help="one JSON object per event and line (the default otherwise)")
     p.add_argument("--retries", type=int, default=0, metavar="N",
-                   help="when refused, retry up to N times after the gateway's Retry-After "
-                        "(default %(default)s)")
+                   help="when refused as busy (503) or over the key's limits (429), retry up "
+                        "to N times after the gateway's Retry-After (default %(default)s)")
     p.add_argument("--trace-id", metavar="TRACEPARENT", help="W3C traceparent to continue")
     return p
 
@@ -69,6 +73,7 @@ def main(argv: list[str] | None = None) -> None:
         url = resolve_url(args.addr, args.endpoint)
     except ClientError as exc:
         fail(PROG, f"bad --addr: {exc}", EXIT_USAGE)
+    auth = connect_auth(args, url, PROG)
     try:
         clip = read_audio(args.input, args.sample_format)
     except OSError as exc:
@@ -92,7 +97,7 @@ def main(argv: list[str] | None = None) -> None:
     report = StreamReport()
     error: ClientError | None = None
     try:
-        asyncio.run(_stream(args, url, clip, show, report))
+        asyncio.run(_stream(args, url, auth, clip, show, report))
     except ClientError as exc:
         error = exc
     except KeyboardInterrupt:
@@ -134,7 +139,7 @@ def _setup_tracing() -> bool:
     return True
 
 
-async def _stream(args: argparse.Namespace, url: str, clip: AudioClip,
+async def _stream(args: argparse.Namespace, url: str, auth: dict[str, Any], clip: AudioClip,
                   show: Callable[[ServerEvent], None], report: StreamReport) -> None:
     """The client's own span is the root of the trace, unless --trace-id names a parent."""
     parent = context_from_traceparent(args.trace_id) if args.trace_id else None
@@ -142,7 +147,7 @@ async def _stream(args: argparse.Namespace, url: str, clip: AudioClip,
             "client.stream", context=parent, kind=trace.SpanKind.CLIENT,
             attributes={**url_attributes(url), "file.path": args.input}):
         async with connect(url, format=clip.format, interim_results=args.interim_results,
-                           retries=args.retries) as stream:
+                           retries=args.retries, **auth) as stream:
             await play(stream, clip.data, chunk_ms=args.chunk_ms, real_time=args.real_time,
                        on_event=show, report=report)
 

@@ -1,8 +1,10 @@
 """The errors the client library raises: every failure of a stream as one of these types, so an
 application catches ``streamer.client.ClientError`` and never an aiohttp exception.
 
-``Refused`` is the gateway saying "not now" (HTTP 503 from admission control, with its reason and
-Retry-After); ``ConnectFailed`` is every other way the websocket could not be opened;
+``Refused`` is the gateway turning the session away with a JSON reason: "not now" (HTTP 503 from
+admission control, with Retry-After) or, as its subclasses, the access controls' 401
+(``Unauthorized``), 403 (``Forbidden``) and 429 (``RateLimited``); ``ConnectFailed`` is every
+other way the websocket could not be opened;
 ``StreamClosed`` is the socket ending before the stream did, with the close code and reason.
 """
 
@@ -44,16 +46,45 @@ class ConnectFailed(ClientError):
 
 
 class Refused(ConnectFailed):
-    """Admission control turned the session away (HTTP 503). ``reason`` is the gateway's short
-    label (``not_ready``, ``max_sessions``, ``backlog``, ``memory``), ``message`` what a person
-    reads, ``retry_after`` the seconds the gateway asks to wait (None if it did not say)."""
+    """The gateway turned the session away before the upgrade, with an HTTP status (``status``),
+    its short label (``reason``: ``max_sessions``, ``invalid_key``, ...), what a person reads
+    (``message``) and the seconds it asks to wait (``retry_after``, None if it did not say).
 
-    def __init__(self, url: str, reason: str, message: str, retry_after: float | None) -> None:
+    A plain ``Refused`` is admission control's 503 ("not now"); the subclasses below are the
+    access controls' answers. Only 503 and 429 are worth retrying (:attr:`retryable`).
+    """
+
+    def __init__(self, url: str, reason: str, message: str, retry_after: float | None,
+                 status: int = 503) -> None:
         wait = f"; retry after {retry_after:g} s" if retry_after is not None else ""
-        super().__init__(f"refused by the gateway ({reason}): {message}{wait}", url, 503)
+        what = reason if status == 503 else f"{reason}, HTTP {status}"
+        super().__init__(f"refused by the gateway ({what}): {message}{wait}", url, status)
         self.reason = reason
         self.message = message
         self.retry_after = retry_after
+
+    @property
+    def retryable(self) -> bool:
+        """Waiting may help: the gateway is busy (503) or the key is over its limits (429)."""
+        return self.status in (503, 429)
+
+
+class Unauthorized(Refused):
+    """HTTP 401: no credential, or an API key or token the gateway does not accept (``reason``:
+    ``missing_credentials``, ``invalid_key``, ``invalid_token``, ``token_expired``, ...)."""
+
+
+class Forbidden(Refused):
+    """HTTP 403: the gateway does not accept websockets from this ``Origin``."""
+
+
+class RateLimited(Refused):
+    """HTTP 429: the API key is over its own limits (``max_sessions`` for the key, or its audio
+    seconds per minute); ``retry_after`` says when to come back."""
+
+
+REFUSALS: dict[int, type[Refused]] = {503: Refused, 401: Unauthorized, 403: Forbidden,
+                                      429: RateLimited}
 
 
 class StreamClosed(ClientError):

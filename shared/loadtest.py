@@ -24,8 +24,9 @@ import json
 import math
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 from urllib.parse import urlsplit
 
 import aiohttp
@@ -37,8 +38,10 @@ from streamer.cli_common import (
     EXIT_INTERRUPTED,
     EXIT_OK,
     EXIT_USAGE,
+    add_auth_options,
     add_common_options,
     check_common_options,
+    connect_auth,
     exit_code_for,
     fail,
     resolve_url,
@@ -76,6 +79,8 @@ class LoadSettings:
     streams: int = 1
     drain_timeout: float = 30.0       # after 'stop', how long to wait for every result
     connect_timeout: float = 10.0
+    # api_key / token / ssl for StreamerClient.connect; kept out of repr so no key is printed
+    auth: Mapping[str, Any] = field(default_factory=dict, repr=False)
     interim_results: bool = False
     segment_seconds: float = 0.5      # the gateway's session.chunk_seconds, for expected counts
 
@@ -249,7 +254,7 @@ async def _run_session(index: int, s: LoadSettings, http: aiohttp.ClientSession,
     if delay > 0:
         await asyncio.sleep(delay)
     try:
-        client = await StreamerClient.connect(s.url, session=http,
+        client = await StreamerClient.connect(s.url, session=http, **s.auth,
                                               connect_timeout=s.connect_timeout)
     except Refused as exc:
         return _refused(rec, live, f"refused ({exc.reason}): {exc.message}", exc)
@@ -461,6 +466,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-i", "--input", metavar="FILE",
                    help="audio file to stream (default: generated speech-like audio)")
     add_common_options(p, real_time_default=True)
+    add_auth_options(p)
     p.add_argument("-n", "--sessions", type=int, default=10,
                    help="concurrent sessions (default %(default)s; the first probe with "
                         "--find-capacity)")
@@ -499,7 +505,8 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def settings_from_args(args: argparse.Namespace, url: str) -> LoadSettings:
+def settings_from_args(args: argparse.Namespace, url: str,
+                       auth: Mapping[str, Any] | None = None) -> LoadSettings:
     if args.input:
         clip = read_audio(args.input, args.sample_format)
         fmt, audio = clip.format, clip.data
@@ -517,7 +524,7 @@ def settings_from_args(args: argparse.Namespace, url: str) -> LoadSettings:
                         ramp_up=args.ramp_up, duration=duration, streams=args.streams,
                         drain_timeout=args.drain_timeout,
                         interim_results=args.interim_results,
-                        segment_seconds=args.segment_seconds)
+                        segment_seconds=args.segment_seconds, auth=dict(auth or {}))
 
 
 def _check_args(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
@@ -555,7 +562,7 @@ def main(argv: list[str] | None = None) -> None:
     except ClientError as exc:
         fail(PROG, f"bad --addr: {exc}", EXIT_USAGE)
     try:
-        settings = settings_from_args(args, url)
+        settings = settings_from_args(args, url, connect_auth(args, url, PROG))
     except OSError as exc:
         fail(PROG, f"cannot read {args.input}: {exc.strerror or exc}", EXIT_USAGE)
     except ValueError as exc:

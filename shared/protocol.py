@@ -21,6 +21,11 @@ MAX_CHANNELS = 8
 MIN_SAMPLE_RATE = 1_000
 MAX_SAMPLE_RATE = 384_000
 MAX_TRACE_ID_LEN = 512
+# Websocket subprotocols of an authenticated upgrade: a client offers both, the gateway selects the
+# first (a browser fails a handshake whose offered subprotocols are all ignored), the second
+# carries a token from POST /api/v1/token, out of the URL.
+SUBPROTOCOL = "streamer.v1"
+TOKEN_SUBPROTOCOL_PREFIX = "streamer.token."
 # (bit_depth, is_float) -> numpy dtype string of the little-endian samples.
 SAMPLE_FORMATS: dict[tuple[int, bool], str] = {(16, False): "<i2", (32, False): "<i4",
                                                (32, True): "<f4"}
