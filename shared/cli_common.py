@@ -14,7 +14,7 @@ from yarl import URL
 import streamer
 from streamer.client import check_url
 from streamer.client_audio import SAMPLE_FORMATS
-from streamer.client_errors import ClientError, ConnectFailed, InvalidURL, Refused
+from streamer.client_errors import ClientError, ConnectFailed, InvalidURL, Refused, Unauthorized
 
 DEFAULT_ADDR = "ws://127.0.0.1:8080/api/v1/segmented"
 DEFAULT_CHUNK_MS = 100.0
@@ -133,6 +133,14 @@ def exit_code_for(exc: ClientError) -> int:
     if isinstance(exc, ConnectFailed):
         return EXIT_UNREACHABLE
     return EXIT_FAILED
+
+
+def error_text(exc: ClientError) -> str:
+    """The error's line, with what to do about a missing credential on the command line."""
+    if isinstance(exc, Unauthorized) and exc.reason == "missing_credentials":
+        return (f"refused by the gateway (missing_credentials, HTTP 401): it needs an API key; "
+                f"set {API_KEY_ENV} or pass --api-key KEY (or --token TOKEN)")
+    return str(exc)
 
 
 def fail(prog: str, message: str, code: int) -> NoReturn:

@@ -21,6 +21,7 @@ from streamer.cli_common import (
     add_common_options,
     check_common_options,
     connect_auth,
+    error_text,
     exit_code_for,
     fail,
     resolve_url,
@@ -112,7 +113,7 @@ def main(argv: list[str] | None = None) -> None:
     if report.events or error is None:
         print(summary(report), file=sys.stderr)
     if error is not None:
-        fail(PROG, str(error), exit_code_for(error))
+        fail(PROG, error_text(error), exit_code_for(error))
     if report.errors or report.close_code not in (1000, None):
         raise SystemExit(EXIT_FAILED)
 

@@ -42,6 +42,7 @@ from streamer.cli_common import (
     add_common_options,
     check_common_options,
     connect_auth,
+    error_text,
     exit_code_for,
     fail,
     resolve_url,
@@ -585,7 +586,7 @@ def main(argv: list[str] | None = None) -> None:
     except ClientError as exc:
         if progress is not None:
             progress.finish()
-        fail(PROG, f"no session could connect: {exc}", exit_code_for(exc))
+        fail(PROG, f"no session could connect: {error_text(exc)}", exit_code_for(exc))
     except KeyboardInterrupt:
         raise SystemExit(EXIT_INTERRUPTED) from None
     if progress is not None:

@@ -16,6 +16,7 @@ import pytest
 import streamer.client
 from streamer.client import (
     ConnectFailed,
+    Forbidden,
     RateLimited,
     SegmentEvent,
     Unauthorized,
@@ -125,6 +126,16 @@ async def test_no_key_or_a_wrong_one_raises_unauthorized_with_the_reason(gateway
     assert samples(await one_second(url, api_key=KEY)) == 16000
 
 
+async def test_a_page_from_another_origin_raises_forbidden_and_is_not_retried(gateway):
+    server = await gateway(workers=1)  # no keys: only the gateway's own (loopback) origin
+    url = str(server.make_url(SIMPLE))
+    told: list[float] = []
+    with pytest.raises(Forbidden) as refused:
+        await one_second(url, headers={"Origin": "https://elsewhere.example"}, retries=2,
+                         on_refused=lambda _r, wait: told.append(wait))
+    assert (refused.value.status, refused.value.reason, told) == (403, "origin_not_allowed", [])
+
+
 async def test_over_the_keys_session_limit_is_rate_limited_and_retried_after_its_wait(gateway):
     server = await gateway(workers=1, auth__keys=keys(max_sessions=1))
     url = str(server.make_url(SIMPLE))
@@ -205,6 +216,7 @@ async def test_the_commands_name_the_refusal_and_never_print_the_key(gateway, tm
     assert code == 4 and "(invalid_key, HTTP 401)" in one_line(err)
     code, _, err = await run(*command)
     assert code == 4 and "(missing_credentials, HTTP 401)" in one_line(err)
+    assert "set STREAMER_API_KEY or pass --api-key KEY" in err
     code, out, err = await run(*command, "--api-key", KEY)
     assert code == 0, err
     assert KEY not in out + err
