@@ -156,11 +156,11 @@ async def open_websocket(url: str, session: aiohttp.ClientSession, *,
         raise InvalidURL(f"{shown!r} is not a valid URL") from exc
     except aiohttp.ClientConnectorCertificateError as exc:
         raise ConnectFailed(_certificate_text(exc), shown) from exc
+    except aiohttp.ClientSSLError as exc:
+        raise ConnectFailed(f"TLS with {shown} failed: {exc}", shown) from exc
     except aiohttp.ClientConnectorError as exc:
         raise ConnectFailed(f"cannot connect to {exc.host}:{exc.port}: "
                             f"{_os_error_text(exc.os_error)}", shown) from exc
-    except aiohttp.ClientSSLError as exc:
-        raise ConnectFailed(f"TLS with {shown} failed: {exc}", shown) from exc
     except (aiohttp.ClientError, OSError) as exc:
         raise ConnectFailed(f"cannot connect to {shown}: {exc or type(exc).__name__}",
                             shown) from exc
