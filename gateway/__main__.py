@@ -57,6 +57,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--tls-cert", metavar="PEM", help="serve https/wss with this "
                         "certificate (chain) file; needs --tls-key")
     parser.add_argument("--tls-key", metavar="PEM", help="private key file for --tls-cert")
+    parser.add_argument("--nats", metavar="URL",
+                        help="dispatch to the workers of this NATS server (nats://HOST:PORT; "
+                             "streamer-worker --nats) instead of starting worker processes; "
+                             "credentials from STREAMER_NATS_TOKEN or STREAMER_NATS_USER and "
+                             "STREAMER_NATS_PASSWORD")
     parser.add_argument("--metrics-address", metavar="HOST:PORT",
                         help="serve /metrics here (a bare PORT binds 127.0.0.1) and not on the "
                              "main port")
@@ -77,6 +82,7 @@ def config_from_args(args: argparse.Namespace) -> Config:
                          ("log_level", "server.log_level"),
                          ("log_format", "server.log_format"),
                          ("worker_address", "pool.worker_address"),
+                         ("nats", "pool.nats_url"),
                          ("tls_cert", "server.tls_cert"), ("tls_key", "server.tls_key"),
                          ("metrics_address", "server.metrics_address"),
                          ("allow_anonymous", "auth.allow_anonymous")):
@@ -161,6 +167,10 @@ async def serve(app: web.Application, sock: socket.socket, config: Config,
     host, port = sock.getsockname()[:2]
     attached = (f", attached workers at {config.pool.worker_address}"
                 if config.pool.worker_address else "")
+    if config.pool.nats_url:
+        from streamer.bus import redact
+
+        attached = f", workers through NATS at {redact(config.pool.nats_url)}"
     log.info("listening on %s://%s:%d (%d workers%s, model %s); /readyz answers 200 once a "
              "worker is ready", "https" if ssl_context else "http",
              host if ":" not in host else f"[{host}]", port,

@@ -49,10 +49,11 @@ class _Worker:
     send: Callable[[bytes], None]
     inflight: set[int] = field(default_factory=set)
     suspect: int | None = None  # a request held when another worker died: it runs alone
+    full: bool = False  # said busy (other gateways share it): nothing more until it has room
 
     def takes(self, per_worker: int, suspect: bool) -> bool:
         """Room for one more request (a suspect only on an idle worker)."""
-        if self.suspect is not None or len(self.inflight) >= per_worker:
+        if self.full or self.suspect is not None or len(self.inflight) >= per_worker:
             return False
         return not (suspect and self.inflight)
 
@@ -118,6 +119,45 @@ class Dispatcher:
         self._queue.extendleft(reversed(retry))
         self._pump()
 
+    def busy(self, worker_id: int, rid: int) -> None:
+        """A worker shared with other gateways refused ``rid`` (it is full): queue it again,
+        first, as if never sent, and send that worker nothing until :meth:`has_room`."""
+        worker = self._workers.get(worker_id)
+        if worker is None or rid not in worker.inflight:
+            return
+        worker.inflight.discard(rid)
+        worker.full = True
+        if worker.suspect == rid:
+            worker.suspect = None
+        pending = self._pending.get(rid)
+        if pending is not None and not pending.future.done():
+            pending.worker = None
+            self._queue.appendleft(rid)
+        self._pump()
+
+    def has_room(self, worker_id: int) -> None:
+        """The worker said it has free capacity again."""
+        worker = self._workers.get(worker_id)
+        if worker is not None and worker.full:
+            worker.full = False
+            self._pump()
+
+    def resend(self, worker_id: int) -> None:
+        """Messages to or from a worker may have been lost (the broker connection dropped and
+        came back): queue what it holds again, first, without counting an attempt. A result
+        that still comes for the first copy is taken as the answer; the second is dropped."""
+        worker = self._workers.get(worker_id)
+        if worker is None:
+            return
+        again = sorted(rid for rid in worker.inflight if rid in self._pending)
+        worker.inflight.clear()
+        worker.suspect = None
+        worker.full = False
+        for rid in again:
+            self._pending[rid].worker = None
+        self._queue.extendleft(reversed(again))
+        self._pump()
+
     # ---- requests -----------------------------------------------------------------------
     def submit(self, job: Job) -> asyncio.Future[InferenceResult]:
         """Queue ``job``; the future resolves with its one answer. Cancel it to withdraw."""
@@ -143,6 +183,7 @@ class Dispatcher:
                       rid, wid)
             return
         worker.inflight.discard(rid)
+        worker.full = False  # it finished one: room for one more
         if worker.suspect == rid:
             worker.suspect = None
         if rid in self._pending:

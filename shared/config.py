@@ -95,6 +95,16 @@ class PoolConfig:
                              "batches (at most worker_inflight)")
     max_wait_ms: float = setting(2.0, 0.0, 1000.0, "milliseconds a worker waits for a batch to "
                                  "fill before running what it has (max_batch > 1 only)")
+    nats_url: str = setting("", doc="nats://HOST:PORT of a NATS server: the gateway dispatches to "
+                            "the workers that announce themselves there (streamer-worker --nats) "
+                            "instead of starting its own; credentials come from "
+                            "STREAMER_NATS_TOKEN or STREAMER_NATS_USER/STREAMER_NATS_PASSWORD; "
+                            "empty: no NATS")
+    nats_subject: str = setting("streamer", doc="first token of every NATS subject this "
+                                "deployment uses (separate fleets on one NATS server)")
+    nats_outage_grace: float = setting(5.0, 0.0, 3600.0, "seconds a gateway keeps segments "
+                                       "sent before the NATS connection dropped, waiting for it "
+                                       "to come back, before answering them with errors")
 
     def __post_init__(self) -> None:
         if self.max_batch > self.worker_inflight:
@@ -161,7 +171,7 @@ ENV_ALIASES = {"HOST": "server.host", "PORT": "server.port", "WORKERS": "pool.wo
                "MODEL": "model.name", "LOG_LEVEL": "server.log_level",
                "LOG_FORMAT": "server.log_format"}
 # Environment variables with a meaning of their own, not settings.
-ENV_RESERVED = {"CONFIG", "AUTHKEY"}
+ENV_RESERVED = {"CONFIG", "AUTHKEY", "NATS_TOKEN", "NATS_USER", "NATS_PASSWORD"}
 
 
 def authkey_from_env(env: Mapping[str, str] | None = None) -> bytes | None:

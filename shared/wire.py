@@ -282,10 +282,56 @@ class Heartbeat(_Envelope):
     trace: dict[str, str] = field(default_factory=dict)
 
 
+@_envelope
+@dataclass(frozen=True, slots=True)
+class WorkerAnnounce(_Envelope):
+    """A NATS worker's heartbeat on its model's subject: where to send it work (``subject``),
+    how much it admits at once and how much of that is free now. ``gone``: it is leaving, so
+    gateways re-dispatch what it held at once instead of waiting for the heartbeat timeout."""
+
+    KIND: ClassVar[str] = "announce"
+    worker: str      # unique per worker process run
+    subject: str
+    model: str
+    capacity: int
+    free: int
+    host: str
+    pid: int
+    sent_at: float
+    gone: bool = False
+    trace: dict[str, str] = field(default_factory=dict)
+
+
+@_envelope
+@dataclass(frozen=True, slots=True)
+class Busy(_Envelope):
+    """A NATS worker's answer to a request beyond its capacity (other gateways filled it): the
+    gateway queues the request again; nothing ran."""
+
+    KIND: ClassVar[str] = "busy"
+    request_id: int
+    free: int = 0
+    trace: dict[str, str] = field(default_factory=dict)
+
+
+@_envelope
+@dataclass(frozen=True, slots=True)
+class GatewayBeat(_Envelope):
+    """A gateway's heartbeat on its model's subject, naming its reply subject: workers drop
+    the model state of streams whose gateway has been silent too long (it died)."""
+
+    KIND: ClassVar[str] = "gateway"
+    reply: str
+    sent_at: float
+    trace: dict[str, str] = field(default_factory=dict)
+
+
 Message = (InferenceRequest | InferenceResult | WorkerReady | EndSession | WorkerHello
-           | WorkerConfig | Heartbeat)
+           | WorkerConfig | Heartbeat | WorkerAnnounce | Busy | GatewayBeat)
 _KINDS: dict[str, Any] = {c.KIND: c for c in (InferenceRequest, InferenceResult, WorkerReady,
-                                              EndSession, WorkerHello, WorkerConfig, Heartbeat)}
+                                              EndSession, WorkerHello, WorkerConfig, Heartbeat,
+                                              WorkerAnnounce, Busy, GatewayBeat)}
+
 
 
 def from_wire(data: bytes) -> Message:

@@ -1,4 +1,5 @@
-"""``streamer-worker --connect HOST:PORT``: a worker that attaches to a running gateway.
+"""``streamer-worker --nats nats://HOST:4222`` (serve every gateway of a NATS server) or
+``streamer-worker --connect HOST:PORT`` (attach to one gateway).
 
 This process is a small supervisor: it runs the model in a child process and starts a new child
 when that one dies (a crash, ``panic_rate``, kill -9) or its gateway goes away: at once if the
@@ -17,6 +18,7 @@ import os
 import signal
 import sys
 import time
+from collections.abc import Callable
 from multiprocessing.connection import wait
 from multiprocessing.process import BaseProcess
 from types import FrameType
@@ -39,9 +41,15 @@ log = logging.getLogger("streamer.worker")
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="streamer-worker",
-        description="Attach a model worker to a gateway started with --worker-address. The "
-                    "gateway sends the model and its settings; the authkey comes from "
-                    "STREAMER_AUTHKEY and must match the gateway's.")
+        description="Run a model worker for gateways. With --nats it serves every gateway of "
+                    "a NATS server (model from --model or model.name; credentials from "
+                    "STREAMER_NATS_TOKEN or STREAMER_NATS_USER/STREAMER_NATS_PASSWORD). With "
+                    "--connect it attaches to one gateway started with --worker-address, which "
+                    "sends the model; the authkey comes from STREAMER_AUTHKEY.")
+    parser.add_argument("--nats", metavar="URL",
+                        help="a NATS server, nats://HOST:PORT (default: pool.nats_url, e.g. "
+                             "from $STREAMER_POOL__NATS_URL)")
+    parser.add_argument("--model", help="the model to serve over NATS (default: model.name)")
     parser.add_argument("--connect", metavar="HOST:PORT",
                         help="the gateway's worker address (HOST:PORT, PORT or a unix socket "
                              "path; default: pool.worker_address, e.g. from "
@@ -59,6 +67,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
+    if args.nats or (not args.connect and _nats_configured(args)):
+        _main_nats(args)
+        return
     try:
         config = _config(args)
         address = parse_address(config.pool.worker_address)
@@ -81,6 +92,48 @@ def main(argv: list[str] | None = None) -> None:
     raise SystemExit(code)
 
 
+def _nats_configured(args: argparse.Namespace) -> bool:
+    try:
+        return bool(load_config(args.config).pool.nats_url)
+    except ConfigError:
+        return False
+
+
+def _main_nats(args: argparse.Namespace) -> None:
+    from streamer.workers.nats_worker import REFUSED_EXIT_CODE as NATS_REFUSED
+    from streamer.workers.nats_worker import run_nats
+
+    overrides: dict[str, str] = {}
+    for flag, dotted in (("nats", "pool.nats_url"), ("model", "model.name"),
+                         ("log_level", "server.log_level"), ("log_format", "server.log_format")):
+        if getattr(args, flag):
+            overrides[dotted] = getattr(args, flag)
+    try:
+        config = load_config(args.config, overrides=overrides)
+        from streamer.bus import connect_options
+        from streamer.workers.models import model_class
+        from streamer.workers.models.base import parse_params
+
+        connect_options(config.pool.nats_url, "check")
+        parse_params(model_class(config.model.name), config.model.params, config.model.name)
+    except ConfigError as exc:
+        print(f"streamer-worker: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+    level = config.server.log_level
+    os.environ[FORMAT_ENV] = config.server.log_format
+    setup_logging(level, process="worker-supervisor", log_format=config.server.log_format)
+    from streamer.bus import redact
+
+    where = redact(config.pool.nats_url)
+    code = Supervisor(where, b"", level, Backoff.from_config(config.pool),
+                      target=run_nats, args=(config, level), refused=NATS_REFUSED).run()
+    if code == 2:
+        print(f"streamer-worker: the NATS server at {where} refused this worker's credentials "
+              "(STREAMER_NATS_TOKEN, or STREAMER_NATS_USER and STREAMER_NATS_PASSWORD); not "
+              "retrying", file=sys.stderr)
+    raise SystemExit(code)
+
+
 def _config(args: argparse.Namespace) -> Config:
     overrides = {}
     if args.connect:
@@ -100,8 +153,13 @@ class Supervisor:
     miniature: signal handlers only set a flag; a self-pipe wakes the waiting loop)."""
 
     def __init__(self, address: Address, authkey: bytes, log_level: str,
-                 backoff: Backoff) -> None:
+                 backoff: Backoff, target: Callable[..., None] | None = None,
+                 args: tuple[object, ...] | None = None,
+                 refused: int = REFUSED_EXIT_CODE) -> None:
         self.address = address
+        self.target = target or run_attached
+        self.args = args if args is not None else (address, authkey, log_level)
+        self.refused = refused
         self.authkey = authkey
         self.log_level = log_level
         self.backoff = backoff
@@ -123,9 +181,8 @@ class Supervisor:
         try:
             while not self.stopping:
                 answered = self._ctx.RawValue("q", 0)  # shared memory the child counts into
-                child = self._ctx.Process(target=run_attached, name="streamer-worker-model",
-                                          args=(self.address, self.authkey, self.log_level,
-                                                os.getpid(), answered))
+                child = self._ctx.Process(target=self.target, name="streamer-worker-model",
+                                          args=(*self.args, os.getpid(), answered))
                 child.start()
                 started = time.monotonic()
                 while child.exitcode is None and not self.stopping:
@@ -134,7 +191,7 @@ class Supervisor:
                 if self.stopping:
                     break
                 code = child.exitcode
-                if code == REFUSED_EXIT_CODE:
+                if code == self.refused:
                     return 2
                 if code == 0:
                     log.info("the gateway at %s closed the connection; reconnecting",

@@ -9,7 +9,13 @@ from streamer.gateway.pool.base import Job, Pool, PoolStats, WorkerInfo
 def make_pool(config: Config, kind: str = "embedded", authkey: bytes | None = None) -> Pool:
     """``embedded``: worker processes (the default): ``pool.workers`` started by the gateway,
     plus attached workers at ``pool.worker_address`` if set (authkey from ``STREAMER_AUTHKEY``
-    unless given); ``inline``/``thread``: the model in the gateway process, for baselines."""
+    unless given), or, when ``pool.nats_url`` is set, only the workers of that NATS server
+    (``streamer-worker --nats``); ``inline``/``thread``: the model in the gateway process, for
+    baselines."""
+    if kind == "embedded" and config.pool.nats_url:
+        from streamer.gateway.pool.nats import NatsPool
+
+        return NatsPool(config)
     if kind == "embedded":
         from streamer.gateway.pool.supervisor import WorkerPool
 
