@@ -10,10 +10,12 @@ Subjects, under ``pool.nats_subject`` (default ``streamer``):
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
 import re
 import uuid
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -76,3 +78,34 @@ def is_auth_error(exc: BaseException) -> bool:
     """The server refused the credentials (retrying cannot help)."""
     text = f"{type(exc).__name__} {exc}".lower()
     return "authorization" in text or "authentication" in text
+
+
+class CredentialsRefused(Exception):
+    """The NATS server refused this process's credentials."""
+
+
+async def connect(url: str, name: str, on_error: Callable[[Exception], Awaitable[None]],
+                  **callbacks: Any) -> Any:
+    """``nats.connect`` that keeps trying while the server is unreachable (it may be starting)
+    but stops at once with :class:`CredentialsRefused` when it refuses the credentials, which
+    the client itself would retry forever."""
+    import nats
+
+    refused: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    async def errors(exc: Exception) -> None:
+        if is_auth_error(exc) and not refused.done():
+            refused.set_result(None)
+        await on_error(exc)
+
+    attempt = asyncio.ensure_future(nats.connect(**connect_options(url, name), error_cb=errors,
+                                                 **callbacks))
+    waiters: set[asyncio.Future[Any]] = {attempt, refused}
+    await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+    if attempt.done():
+        refused.cancel()
+        return attempt.result()
+    attempt.cancel()
+    with contextlib.suppress(asyncio.CancelledError, Exception):  # cancelled on purpose
+        await attempt
+    raise CredentialsRefused(f"the NATS server at {redact(url)} refused the credentials")

@@ -125,3 +125,35 @@ def authkey(monkeypatch: pytest.MonkeyPatch) -> str:
     """The gateway's attached-worker key, as the environment gives it."""
     monkeypatch.setenv("STREAMER_AUTHKEY", KEY)
     return KEY
+
+
+@pytest.fixture
+def nats_server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+    """A started nats-server with token auth; this process's gateways get the token."""
+    from tests.natsutil import NatsServer, require_nats_binary
+
+    server = NatsServer(require_nats_binary(), tmp_path / "nats-server.log")
+    server.start()
+    monkeypatch.setenv("STREAMER_NATS_TOKEN", server.token)
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def nats_workers(tmp_path: Path, nats_server: Any) -> Iterator[Callable[..., Any]]:
+    """``nats_workers(model="counter", **settings)`` starts a ``streamer-worker --nats``;
+    settings are dotted config keys (``model__delay="0.02"``) passed as environment."""
+    from tests.natsutil import NatsWorker
+
+    started: list[NatsWorker] = []
+
+    def start(model: str = "counter", token: str | None = None, **settings: Any) -> NatsWorker:
+        env = {"STREAMER_" + k.upper(): str(v) for k, v in settings.items()}
+        w = NatsWorker(nats_server.url, tmp_path / f"nats-worker-{len(started)}.log",
+                       nats_server.token if token is None else token, model, env)
+        started.append(w)
+        return w
+
+    yield start
+    for w in started:
+        w.stop()

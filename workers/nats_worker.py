@@ -28,11 +28,17 @@ import signal
 import socket
 import time
 
-import nats
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 
-from streamer.bus import connect_options, gateways_subject, is_auth_error, new_id, redact
+from streamer.bus import (
+    CredentialsRefused,
+    connect,
+    gateways_subject,
+    is_auth_error,
+    new_id,
+    redact,
+)
 from streamer.bus import workers_subject as announce_subject
 from streamer.config import Config
 from streamer.errors import WireError
@@ -86,11 +92,10 @@ class NatsWorker:
         pool = self.config.pool
         where = redact(pool.nats_url)
         try:
-            self._nc = await nats.connect(**connect_options(
-                pool.nats_url, f"streamer-worker@{socket.gethostname()}"),
-                error_cb=self._on_error)
+            self._nc = await connect(pool.nats_url, f"streamer-worker@{socket.gethostname()}",
+                                     self._on_error)
         except Exception as exc:
-            if is_auth_error(exc):
+            if isinstance(exc, CredentialsRefused):
                 log.error("the NATS server at %s refused this worker's credentials "
                           "(STREAMER_NATS_TOKEN, or STREAMER_NATS_USER and "
                           "STREAMER_NATS_PASSWORD)", where)
@@ -203,6 +208,17 @@ def worker_config(config: Config) -> WorkerConfig:
 
 async def _serve(config: Config, sock: socket.socket, model_pid: int,
                  answered: Counter | None) -> int:
+    task = asyncio.current_task()
+    assert task is not None
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
+    try:
+        return await _serve_model(config, sock, model_pid, answered)
+    except asyncio.CancelledError:
+        return 0  # stopped: the announcement of leaving went out on the way
+
+
+async def _serve_model(config: Config, sock: socket.socket, model_pid: int,
+                       answered: Counter | None) -> int:
     reader, writer = await asyncio.open_connection(sock=sock)
     link = WorkerLink(0, "nats", reader, writer)
     try:
@@ -227,7 +243,7 @@ def run_nats(config: Config, log_level: str, parent_pid: int,
     setup_logging(log_level, process=f"worker[{os.getpid()}]")
     ours, theirs = socket.socketpair()
     model = multiprocessing.get_context("fork").Process(
-        target=run_worker, args=(0, theirs, log_level), name="streamer-worker-model",
+        target=_model_main, args=(ours, theirs, log_level), name="streamer-worker-model",
         daemon=True)
     model.start()  # before any thread or event loop exists here: fork is safe
     theirs.close()
@@ -238,3 +254,8 @@ def run_nats(config: Config, log_level: str, parent_pid: int,
             model.terminate()
             model.join(5)
     raise SystemExit(code)
+
+
+def _model_main(ours: socket.socket, theirs: socket.socket, log_level: str) -> None:
+    ours.close()  # else the model never sees end of stream when this process dies
+    run_worker(0, theirs, log_level)

@@ -30,11 +30,12 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
-import nats
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 
 from streamer.bus import (
+    CredentialsRefused,
+    connect,
     connect_options,
     gateways_subject,
     is_auth_error,
@@ -75,7 +76,8 @@ class NatsPool:
         self._stateful = cls.stateful
         pool = config.pool
         self.url = pool.nats_url
-        self._options = connect_options(self.url, f"streamer-gateway@{socket.gethostname()}")
+        connect_options(self.url, "")  # a bad URL fails here, before anything starts
+        self._name = f"streamer-gateway@{socket.gethostname()}"
         self.gateway_id = new_id()
         self.inbox = f"{pool.nats_subject}.gateway.{self.gateway_id}"
         self._announce_subject = workers_subject(pool.nats_subject, config.model.name)
@@ -97,11 +99,11 @@ class NatsPool:
     async def start(self) -> None:
         where = redact(self.url)
         try:
-            self._nc = await nats.connect(
-                **self._options, error_cb=self._on_error,
-                disconnected_cb=self._on_disconnected, reconnected_cb=self._on_reconnected)
+            self._nc = await connect(self.url, self._name, self._on_error,
+                                     disconnected_cb=self._on_disconnected,
+                                     reconnected_cb=self._on_reconnected)
         except Exception as exc:
-            if is_auth_error(exc):
+            if isinstance(exc, CredentialsRefused):
                 raise PoolUnavailable(f"the NATS server at {where} refused this gateway's "
                                       "credentials (STREAMER_NATS_TOKEN, or STREAMER_NATS_USER "
                                       "and STREAMER_NATS_PASSWORD)") from None
@@ -173,7 +175,7 @@ class NatsPool:
         remote = self._remotes.get(note.worker)
         if note.gone:
             if remote is not None:
-                self._drop(note.worker, "left")
+                self._drop(note.worker, "disconnected (it left, or its model process died)")
             return
         if remote is None:
             remote = _Remote(next(self._ids), note.worker, note.subject, note.host, note.pid,
