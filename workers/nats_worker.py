@@ -42,7 +42,7 @@ from streamer.bus import (
 from streamer.bus import workers_subject as announce_subject
 from streamer.config import Config
 from streamer.errors import WireError
-from streamer.gateway.pool.link import WorkerLink
+from streamer.link import WorkerLink
 from streamer.logs import setup_logging
 from streamer.wire import (
     Busy,
@@ -194,6 +194,11 @@ class NatsWorker:
                 for g in gone:
                     del self._gateways[g]
                     log.info("gateway %s went silent; dropped its streams' state", g)
+            silent = time.monotonic() - self.link.last_heard
+            if silent > pool.heartbeat_timeout:  # stuck: leave, so gateways re-dispatch
+                log.error("the model process %d sent nothing for %.1f s; dropping it as hung",
+                          self.model_pid, silent)
+                self.link.abort("stopped responding")
             self.link.send(Heartbeat(worker_id=0, sent_at=time.time()).to_wire())
             await asyncio.sleep(pool.heartbeat_interval)
 

@@ -5,18 +5,26 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import signal
+import subprocess
+from pathlib import Path
 
 import aiohttp
+import psutil
 import pytest
 
 from streamer.client import stream_audio
 from streamer.gateway.state import POOL
-from streamer.protocol import ErrorEvent, SegmentEvent, ServerEvent
+from streamer.protocol import AudioFormat, ErrorEvent, SegmentEvent, ServerEvent
 from tests.audio_gen import make_pcm
-from tests.conftest import wait_until
+from tests.conftest import BIN, clean_env, free_port, wait_until
 from tests.e2e.test_chaos import CHUNK, FMT, Killer, assert_each_segment_answered_once
 from tests.e2e.test_simple import SIMPLE, check_channel
+from tests.natsutil import TOKEN, require_nats_binary
+
+ROOT = Path(__file__).resolve().parents[2]
+VENV_BIN = ROOT / ".venv" / "bin"
 
 FAST = {"pool__heartbeat_interval": 0.2, "pool__heartbeat_timeout": 2.0}
 
@@ -177,3 +185,95 @@ async def test_wrong_credentials_are_refused_with_a_clear_message(gateway, nats_
         await pool.start()
     assert "not-the-token" not in str(info.value)
     await pool.stop()
+
+
+async def test_a_hung_worker_is_dropped_and_comes_back(gateway, nats_server, nats_workers):
+    """A model process that stops (SIGSTOP: alive, answering nothing) is given up by its own
+    NATS process, which leaves; what it held goes to the other worker."""
+    procs = [nats_workers(model__delay="0.02", model__mode="sleep",
+                          pool__heartbeat_interval="0.2", pool__heartbeat_timeout="1.5")
+             for _ in range(2)]
+    server = await nats_gateway(gateway, nats_server, model__delay=0.02)
+    pool = server.app[POOL]
+    await wait_until(lambda: pool.stats().ready == 2, within=40, what="2 workers")
+    hung = procs[0].model_pids()[0]
+    os.kill(hung, signal.SIGSTOP)
+    try:
+        report = await stream_audio(str(server.make_url(SIMPLE)), FMT, make_pcm(FMT, 4.0),
+                                    chunk_size=8000)
+        assert not assert_each_segment_answered_once(report.events, 4.0)
+        await wait_until(lambda: pool.stats().lost >= 1, within=10, what="the hung one gone")
+        assert "dropping it as hung" in procs[0].text()
+    finally:
+        os.kill(hung, signal.SIGCONT)
+    await wait_until(lambda: pool.stats().ready == 2, within=40, what="the fleet back to 2")
+    assert hung not in procs[0].model_pids()
+
+
+def spawn(args: list[str], log: Path, env: dict[str, str]) -> subprocess.Popen[bytes]:
+    with open(log, "wb") as out:
+        return subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
+
+
+def env_without_venv() -> dict[str, str]:
+    """The environment of a fresh shell: no STREAMER_* settings, no virtualenv on PATH."""
+    venvs = {BIN.resolve(), VENV_BIN.resolve()}
+    path = os.pathsep.join(p for p in os.environ.get("PATH", "").split(os.pathsep)
+                           if p and Path(p).resolve() not in venvs)
+    env = clean_env(PATH=path)
+    env.pop("VIRTUAL_ENV", None)
+    assert shutil.which("streamer-gateway", path=path) is None  # nothing else supplies them
+    return env
+
+
+async def test_honcho_runs_the_procfile_as_readme_says(tmp_path):
+    """README's command from the checkout's root, with no virtualenv on PATH: nats-server with
+    a token from .env, a gateway and two workers; everyone authenticates."""
+    if VENV_BIN != BIN and not os.environ.get("CI"):
+        pytest.skip(f"the Procfile runs the checkout's .venv; these tests run from {BIN}")
+    require_nats_binary()
+    port, nats_port, monitor = free_port(), free_port(), free_port()
+    env = env_without_venv()
+    dotenv = tmp_path / ".env"  # README writes .env; a developer's own is left alone here
+    dotenv.write_text(f"STREAMER_NATS_TOKEN={TOKEN}\nNATS_PORT={nats_port}\n"
+                      f"NATS_MONITOR_PORT={monitor}\n")
+    log = tmp_path / "honcho.log"
+    honcho = spawn([".venv/bin/honcho", "start", "-e", str(dotenv), "-p", str(port), "-c",
+                    "worker=2"], log, env)
+    try:
+        async with aiohttp.ClientSession() as http:
+            async def ready() -> bool:
+                if honcho.poll() is not None:
+                    raise AssertionError(f"honcho exited: {log.read_text()}")
+                try:
+                    async with http.get(f"http://127.0.0.1:{port}/api/v1/health") as r:
+                        return (await r.json())["workers"]["ready"] == 2
+                except aiohttp.ClientError:
+                    return False
+
+            await wait_until(ready, within=60, what=f"the Procfile's 2 workers ready "
+                                                    f"({log.read_text()})")
+            async with http.get(f"http://127.0.0.1:{monitor}/connz") as r:
+                assert (await r.json())["num_connections"] == 3  # a gateway and 2 workers
+        group = psutil.Process(honcho.pid).children(recursive=True)
+        fmt = AudioFormat(2, 44100)
+        report = await stream_audio(f"ws://127.0.0.1:{port}{SIMPLE}", fmt, make_pcm(fmt, 1.6),
+                                    chunk_size=4001)
+        for channel in (0, 1):
+            check_channel(report.events, channel, 25600)
+        # a client without the token is refused by the server, with its reason
+        reader, writer = await asyncio.open_connection("127.0.0.1", nats_port)
+        try:
+            assert (await asyncio.wait_for(reader.readline(), 10)).startswith(b"INFO ")
+            writer.write(b'CONNECT {"verbose":false,"pedantic":false}\r\nPING\r\n')
+            answer = await asyncio.wait_for(reader.readline(), 10)
+            assert answer.startswith(b"-ERR") and b"Authorization Violation" in answer, answer
+        finally:
+            writer.close()
+    finally:
+        honcho.send_signal(signal.SIGTERM)
+        code = await asyncio.get_running_loop().run_in_executor(None, honcho.wait, 30)
+    assert code == 143, log.read_text()  # honcho's exit code after a SIGTERM
+    _, alive = psutil.wait_procs(group, timeout=10)
+    assert alive == []  # nats-server, gateway, supervisors and model processes all gone
+    assert TOKEN not in log.read_text()  # the secret appears in no log

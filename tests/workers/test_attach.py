@@ -91,7 +91,8 @@ def test_a_silent_gateway_fails_the_handshake_instead_of_hanging():
 
 def test_workers_import_neither_aiohttp_nor_the_gateway():
     """A worker host needs the model's dependencies, not the web server's."""
-    code = ("import sys, streamer.workers.__main__, streamer.workers.loop, streamer.workers.models;"
+    code = ("import sys, streamer.workers.__main__, streamer.workers.loop, streamer.workers.models,"
+            " streamer.workers.nats_worker;"
             "bad = [m for m in sys.modules if m == 'aiohttp' or m.startswith('streamer.gateway')];"
             "print(bad); raise SystemExit(1 if bad else 0)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
