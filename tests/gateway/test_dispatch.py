@@ -177,3 +177,36 @@ async def test_segments_that_shared_a_worker_with_a_poison_one_are_not_blamed():
     assert d.stats().poisoned == 1
     fresh = d.submit(req(3))  # a worker that finished its suspect takes ordinary work again
     assert w.ids(2) == [2, 3] and not fresh.done()
+
+
+async def test_a_busy_worker_gets_its_request_back_in_front_and_nothing_until_it_has_room():
+    """A worker shared by other gateways says busy: the request is queued again first, with no
+    attempt counted, and that worker gets nothing more until it finishes one or says so."""
+    d, w = Dispatcher(per_worker=2), Wires()
+    w.add(d, 0)
+    futs = [d.submit(req(i)) for i in range(1, 4)]
+    assert w.ids(0) == [1, 2]
+    d.busy(0, 2)
+    assert d.stats().queued == 2 and w.ids(0) == [1, 2]  # 2 waits, first; 0 is full
+    d.busy(0, 1)
+    assert d.stats().inflight == 0 and d.stats().queued == 3
+    d.has_room(0)
+    assert w.ids(0) == [1, 2, 1, 2]  # oldest first, and not counted as a retry
+    assert all(m.attempt == 0 for m in w.sent[0])
+    d.on_result(ok(1, 0))
+    assert w.ids(0)[-1] == 3  # a finished one makes room too
+    d.busy(0, 99)  # a request it does not hold: ignored
+    assert futs[0].result().output == {"count": 2}
+    assert d.stats().redispatched == 0
+
+
+async def test_resend_queues_what_a_worker_holds_again_without_an_attempt():
+    d, w = Dispatcher(per_worker=2), Wires()
+    w.add(d, 0)
+    fut = d.submit(req(1))
+    d.resend(0)  # the broker connection came back: messages may be lost
+    assert w.ids(0) == [1, 1] and w.sent[0][1].attempt == 0
+    d.on_result(ok(1, 0))
+    d.on_result(ok(1, 0))  # the first copy's answer too: dropped, answered once
+    assert fut.result().output == {"count": 2}
+    assert d.stats().inflight == 0
