@@ -114,3 +114,15 @@ def test_vad_bench_compares_the_two_detectors() -> None:
     for row in rows:
         energy, silero, ratio = float(row[-5]), float(row[-4]), float(row[-3])
         assert 0 < energy < silero and ratio > 1  # the network costs more than a mean square
+
+
+def test_nats_bench_compares_the_pool_with_a_bare_request(tmp_path):
+    from tests.natsutil import require_nats_binary
+
+    require_nats_binary()
+    stdout, r = run_bench("nats", tmp_path)
+    assert "bare nats-py request(), same payload (baseline)" in stdout
+    for path in ("embedded", "nats", "bare"):
+        assert 0 < r[path]["p50"] <= r[path]["p99"] and r[path]["n"] >= 100
+    assert r["lag"]["segments_per_s"] > 0 and r["lag"]["n"] > 0
+    assert r["one_gateway"] > 0 and r["two_gateways"] > 0
