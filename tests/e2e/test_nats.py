@@ -277,3 +277,56 @@ async def test_honcho_runs_the_procfile_as_readme_says(tmp_path):
     _, alive = psutil.wait_procs(group, timeout=10)
     assert alive == []  # nats-server, gateway, supervisors and model processes all gone
     assert TOKEN not in log.read_text()  # the secret appears in no log
+
+
+async def test_a_sigkilled_gateway_leaves_workers_and_other_gateways_serving(
+        gateway, nats_server, nats_workers, tmp_path):
+    """A gateway process killed mid-stream on a stateful model: the other gateway keeps
+    serving on the same worker, and the worker drops the dead gateway's stream state."""
+    worker = nats_workers(model="stateful_counter", model__delay="0.02", model__mode="sleep",
+                          pool__heartbeat_interval="0.2", pool__heartbeat_timeout="1.5")
+    server = await nats_gateway(gateway, nats_server, model__name="stateful_counter",
+                                model__delay=0.02)
+    pool = server.app[POOL]
+    await wait_until(lambda: pool.stats().ready == 1, within=40, what="the worker")
+    port = free_port()
+    env = clean_env(STREAMER_NATS_TOKEN=nats_server.token,
+                    STREAMER_POOL__HEARTBEAT_INTERVAL="0.2",
+                    STREAMER_POOL__HEARTBEAT_TIMEOUT="1.5",
+                    STREAMER_SESSION__CHUNK_SECONDS=str(CHUNK))
+    other = spawn([str(BIN / "streamer-gateway"), "--port", str(port), "--workers", "0",
+                   "--nats", nats_server.url, "--model", "stateful_counter"],
+                  tmp_path / "other-gateway.log", env)
+    try:
+        async with aiohttp.ClientSession() as http:
+            async def other_ready() -> bool:
+                try:
+                    async with http.get(f"http://127.0.0.1:{port}/readyz") as r:
+                        return r.status == 200
+                except aiohttp.ClientError:
+                    return False
+
+            await wait_until(other_ready, within=40, what="the second gateway ready")
+        killed = asyncio.Event()
+
+        def kill_the_other(event: ServerEvent) -> None:
+            if isinstance(event, SegmentEvent) and not killed.is_set():
+                killed.set()
+                other.kill()
+
+        doomed = asyncio.ensure_future(stream_audio(
+            f"ws://127.0.0.1:{port}{SIMPLE}", FMT, make_pcm(FMT, 3.0, seed=1), chunk_size=4000,
+            real_time=True, on_event=kill_the_other))
+        report = await stream_audio(str(server.make_url(SIMPLE)), FMT, make_pcm(FMT, 3.0),
+                                    chunk_size=4000, real_time=True)
+        await asyncio.wait_for(asyncio.gather(doomed, return_exceptions=True), 30)
+        assert killed.is_set()
+        check_channel(report.events, 0, 48000, chunk=4000)  # unaffected, state intact
+        totals = [e.output["total"] for e in report.events if isinstance(e, SegmentEvent)]
+        assert totals == [4000 * (i + 1) for i in range(len(totals))]
+        await wait_until(lambda: "went silent; dropped its streams' state" in worker.text(),
+                         within=20, what="the worker dropping the dead gateway's state")
+        assert worker.proc.poll() is None and pool.stats().lost == 0
+    finally:
+        other.kill()
+        other.wait(10)
