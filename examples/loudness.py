@@ -1,7 +1,7 @@
 """A model brought by import path: ``streamer-gateway --model examples.loudness:Loudness``.
 
 Nothing is registered and nothing in the package is edited: the gateway imports this class, and
-every worker (embedded or attached with ``streamer-worker``) imports it the same way.
+every worker (embedded, or on NATS with ``streamer-worker``) imports it the same way.
 """
 
 from __future__ import annotations

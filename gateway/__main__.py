@@ -44,11 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--host", help="listen address (default 127.0.0.1)")
     parser.add_argument("--port", type=int, help="listen port (default 8080)")
     parser.add_argument("--workers", type=int, help="worker processes (default: one per core; "
-                        "0 with --worker-address: attached workers only)")
-    parser.add_argument("--worker-address", metavar="HOST:PORT",
-                        help="also accept attached workers (streamer-worker --connect) here: "
-                             "HOST:PORT, a bare PORT (binds 127.0.0.1) or a unix socket path; "
-                             "needs STREAMER_AUTHKEY")
+                        "with --nats the gateway starts none)")
     parser.add_argument("--model", help="model name (default counter)")
     parser.add_argument("--config", help="JSON or TOML config file")
     parser.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
@@ -81,7 +77,6 @@ def config_from_args(args: argparse.Namespace) -> Config:
                          ("workers", "pool.workers"), ("model", "model.name"),
                          ("log_level", "server.log_level"),
                          ("log_format", "server.log_format"),
-                         ("worker_address", "pool.worker_address"),
                          ("nats", "pool.nats_url"),
                          ("tls_cert", "server.tls_cert"), ("tls_key", "server.tls_key"),
                          ("metrics_address", "server.metrics_address"),
@@ -165,16 +160,14 @@ async def serve(app: web.Application, sock: socket.socket, config: Config,
     site = web.SockSite(runner, sock, ssl_context=ssl_context)
     await site.start()
     host, port = sock.getsockname()[:2]
-    attached = (f", attached workers at {config.pool.worker_address}"
-                if config.pool.worker_address else "")
+    workers = f"{config.pool.workers} workers"
     if config.pool.nats_url:
         from streamer.bus import redact
 
-        attached = f", workers through NATS at {redact(config.pool.nats_url)}"
-    log.info("listening on %s://%s:%d (%d workers%s, model %s); /readyz answers 200 once a "
+        workers = f"workers through NATS at {redact(config.pool.nats_url)}"
+    log.info("listening on %s://%s:%d (%s, model %s); /readyz answers 200 once a "
              "worker is ready", "https" if ssl_context else "http",
-             host if ":" not in host else f"[{host}]", port,
-             config.pool.workers, attached, config.model.name)
+             host if ":" not in host else f"[{host}]", port, workers, config.model.name)
     boot = app[BOOT]
     stopping = asyncio.ensure_future(stop.wait())
     await asyncio.wait({boot, stopping}, return_when=asyncio.FIRST_COMPLETED)

@@ -15,11 +15,35 @@ from streamer.config import Config, ServerConfig
 from streamer.errors import ConfigError
 from streamer.gateway.metrics import Metrics
 from streamer.gateway.state import METRICS
-from streamer.workers.attach import describe, parse_address
 
 log = logging.getLogger(__name__)
 
 METRICS_PATH = "/metrics"
+
+
+Address = tuple[str, int] | str  # (host, port) or a unix socket path
+
+
+def parse_address(text: str) -> Address:
+    """``HOST:PORT``, ``:PORT`` or ``PORT`` (host 127.0.0.1), or a unix socket path (with /)."""
+    text = text.strip()
+    if "/" in text:
+        return text
+    host, sep, port = text.rpartition(":")
+    if not sep:
+        host, port = "", text
+    host = host.strip("[]") or "127.0.0.1"
+    try:
+        number = int(port)
+    except ValueError:
+        number = -1
+    if not 0 <= number <= 65535:
+        raise ConfigError(f"address {text!r}: expected HOST:PORT, PORT or a unix socket path")
+    return host, number
+
+
+def describe(address: Address) -> str:
+    return address if isinstance(address, str) else f"{address[0]}:{address[1]}"
 
 
 def tls_context(server: ServerConfig) -> ssl.SSLContext | None:

@@ -121,7 +121,7 @@ class _PoolCollector(Collector):
         yield CounterMetricFamily("streamer_worker_restarts", "Embedded worker processes "
                                   "respawned", value=s.restarts)
         yield CounterMetricFamily("streamer_workers_lost", "Worker connections lost while "
-                                  "running (crash, kill, hang, an attached worker leaving)",
+                                  "running (crash, kill, hang, a NATS worker leaving)",
                                   value=s.lost)
         yield CounterMetricFamily("streamer_segments_redispatched", "Segments sent again "
                                   "after their worker died", value=s.redispatched)

@@ -157,7 +157,7 @@ async def readyz(request: web.Request) -> web.Response:
     elif not stats.available:
         reason = "no worker can start (every worker slot gave up); restart the gateway"
     elif raw.size == 0:
-        reason = "no worker is connected (attached workers only)"
+        reason = "no worker is connected (workers come through NATS)"
     else:
         reason = f"no worker is ready ({raw.size} starting or restarting)"
     return web.json_response({"status": "not_ready", "reason": reason, "workers": workers},

@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Worker pool benchmarks: batching (max_batch 1 vs 4 vs 8) and the attached transport.
+"""Worker pool benchmarks: batching (max_batch 1 vs 4 vs 8) and the worker transport.
 
 1. Batching. The real pool (2 embedded workers, the counter model, whose batch pays ``delay``
    once and ``constant_factor`` on all of its audio) under the same load for each max_batch, in
@@ -8,12 +8,11 @@
    waiting up to max_wait_ms for a batch to fill). Ratios are against max_batch=1 of this run.
    ``worker_inflight`` is 2 x max_batch, so the next batch is queued while one runs.
 2. Transport. Round trip of one segment (64,000 bytes = 1 s of 16 kHz float32, and 32,000)
-   through the pool with a zero-cost model: an embedded worker (socketpair), an attached worker
-   over TCP and over a unix socket (a real ``streamer-worker`` process), against raw
+   through the pool with a zero-cost model: an embedded worker (socketpair), against raw
    ``multiprocessing.connection`` echoes over TCP with and without TCP_NODELAY, measured in the
    same run. ``multiprocessing.connection`` leaves Nagle's algorithm on, and 16-64 KB messages
-   then stall ~44 ms per round trip (doc/decisions/0002-worker-transport.md); the attached rows
-   must stay as fast as the embedded one.
+   then stall ~44 ms per round trip (doc/decisions/0002-worker-transport.md). Workers on other
+   machines go through NATS (``scripts/bench_nats.py``).
 
 The model sleeps by default (``--mode sleep``): its cost then does not depend on how busy the
 two vCPUs are, and the table shows the pool's mechanics; ``--mode spin`` burns the CPU instead.
@@ -29,7 +28,6 @@ import multiprocessing
 import os
 import socket
 import sys
-import tempfile
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -185,46 +183,31 @@ async def pool_round_trips(pool: WorkerPool, size: int, count: int) -> list[floa
     return times
 
 
-async def with_pool(cfg: Config, attached: int,
-                    body: Callable[[WorkerPool], Awaitable[Any]]) -> Any:
-    pool = WorkerPool(cfg, authkey=KEY.encode())
+async def with_pool(cfg: Config, body: Callable[[WorkerPool], Awaitable[Any]]) -> Any:
+    pool = WorkerPool(cfg)
     await pool.start()
-    procs = []
     try:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("STREAMER_")}
-        env.update(STREAMER_AUTHKEY=KEY, STREAMER_LOG_LEVEL="WARNING")
-        procs = [await asyncio.create_subprocess_exec(
-            str(BIN / "streamer-worker"), "--connect", pool.worker_address, env=env)
-            for _ in range(attached)]
         deadline = time.monotonic() + 30
-        while pool.stats().ready < cfg.pool.workers + attached:
+        while pool.stats().ready < cfg.pool.workers:
             if time.monotonic() > deadline:
-                raise RuntimeError("attached workers did not become ready")
+                raise RuntimeError("the workers did not become ready")
             await asyncio.sleep(0.05)
         return await body(pool)
     finally:
         await pool.stop()
-        for proc in procs:
-            proc.terminate()
-            await proc.wait()
 
 
 async def bench_transport(args: argparse.Namespace, raw: dict[tuple[str, int], list[float]]
                           ) -> dict[tuple[str, int], list[float]]:
     out = dict(raw)
     zero = {"model.delay": 0.0, "pool.max_batch": 1}
-    with tempfile.TemporaryDirectory() as tmp:
-        setups = [("pool: embedded (socketpair)", config(1, **zero), 0),
-                  ("pool: attached, TCP", config(0, **zero,
-                                                 **{"pool.worker_address": "127.0.0.1:0"}), 1),
-                  ("pool: attached, unix socket",
-                   config(0, **zero, **{"pool.worker_address": f"{tmp}/w.sock"}), 1)]
-        for name, cfg, attached in setups:
-            async def body(pool: WorkerPool, name: str = name) -> None:
-                for size in args.sizes:
-                    out[(name, size)] = await pool_round_trips(pool, size, args.count)
+    name = "pool: embedded (socketpair)"
 
-            await with_pool(cfg, attached, body)
+    async def body(pool: WorkerPool) -> None:
+        for size in args.sizes:
+            out[(name, size)] = await pool_round_trips(pool, size, args.count)
+
+    await with_pool(config(1, **zero), body)
     return out
 
 

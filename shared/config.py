@@ -71,7 +71,7 @@ class ServerConfig:
 @dataclass(frozen=True, slots=True)
 class PoolConfig:
     workers: int = setting(os.cpu_count() or 1, 0, 256, "worker processes the gateway starts "
-                           "(0: attached workers only, see worker_address)")
+                           "(0 with pool.nats_url: only the NATS server's workers)")
     worker_inflight: int = setting(2, 1, 64, "requests handed to one worker before it answers "
                                    "(at least max_batch; 2 x max_batch keeps a batch queued "
                                    "while one runs)")
@@ -81,9 +81,6 @@ class PoolConfig:
     restart_backoff: float = setting(0.5, 0.0, 60.0, "first delay before respawning a worker "
                                      "that died soon after starting, s (doubles each time)")
     max_boot_failures: int = setting(5, 1, 1000, "failed boots in a row before a slot gives up")
-    worker_address: str = setting("", doc="HOST:PORT (or a unix socket path) where attached "
-                                  "workers (streamer-worker --connect) join; a bare PORT binds "
-                                  "127.0.0.1; needs STREAMER_AUTHKEY; empty: none")
     heartbeat_interval: float = setting(1.0, 0.01, 60.0, "seconds between heartbeats on a "
                                         "worker connection, both ways")
     worker_nice: int = setting(10, 0, 19, "scheduling niceness of worker processes: with every "
@@ -171,14 +168,7 @@ ENV_ALIASES = {"HOST": "server.host", "PORT": "server.port", "WORKERS": "pool.wo
                "MODEL": "model.name", "LOG_LEVEL": "server.log_level",
                "LOG_FORMAT": "server.log_format"}
 # Environment variables with a meaning of their own, not settings.
-ENV_RESERVED = {"CONFIG", "AUTHKEY", "NATS_TOKEN", "NATS_USER", "NATS_PASSWORD"}
-
-
-def authkey_from_env(env: Mapping[str, str] | None = None) -> bytes | None:
-    """The shared secret of a gateway and its attached workers (``STREAMER_AUTHKEY``)."""
-    env = os.environ if env is None else env
-    key = env.get(ENV_PREFIX + "AUTHKEY", "")
-    return key.encode() if key else None
+ENV_RESERVED = {"CONFIG", "NATS_TOKEN", "NATS_USER", "NATS_PASSWORD"}
 
 
 def load_config(path: str | os.PathLike[str] | None = None,

@@ -1,5 +1,5 @@
-"""The gateway's end of one worker's byte stream, the same for embedded and attached workers
-(and for a NATS worker's own model process).
+"""The gateway's end of one worker's byte stream: an embedded worker's socketpair, and a NATS
+worker's own model process (the same frames, the same handshake).
 
 Length-prefixed msgpack frames read and written through asyncio, so the event loop never makes
 a blocking call. The handshake (hello -> config -> ready) makes a worker run the gateway's model
@@ -43,7 +43,7 @@ class WorkerLink:
     def __init__(self, worker_id: int, kind: str, reader: asyncio.StreamReader,
                  writer: asyncio.StreamWriter, peer: str = "") -> None:
         self.worker_id = worker_id
-        self.kind = kind  # "embedded" or "attached"
+        self.kind = kind  # "embedded" or "nats"
         self.peer = peer
         self.pid: int | None = None
         self.host = ""

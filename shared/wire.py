@@ -250,8 +250,8 @@ class WorkerHello(_Envelope):
 @_envelope
 @dataclass(frozen=True, slots=True)
 class WorkerConfig(_Envelope):
-    """The gateway's answer to a hello: the worker's id and the gateway's model settings, so every
-    worker (embedded or attached from another host) runs the same configuration."""
+    """The answer to a hello: the worker's id and the model settings, so every embedded worker
+    runs the gateway's configuration (a NATS worker's process sends its own to its model)."""
 
     KIND: ClassVar[str] = "config"
     worker_id: int

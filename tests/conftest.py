@@ -5,16 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import os
-import signal
 import socket
-import subprocess
 import sys
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import psutil
 import pytest
 from aiohttp.test_utils import TestServer
 
@@ -24,7 +21,6 @@ from streamer.gateway.pool import Pool, make_pool
 
 GatewayFactory = Callable[..., Awaitable[TestServer]]
 BIN = Path(sys.executable).parent  # the installed commands
-KEY = "attached-test-key"
 
 
 def free_port() -> int:
@@ -73,58 +69,6 @@ def clean_env(**extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("STREAMER_")}
     env.update(extra)
     return env
-
-
-class WorkerProcess:
-    """One ``streamer-worker`` (a supervisor and its model process), its log in a file."""
-
-    def __init__(self, address: str, log: Path, key: str = KEY, *args: str) -> None:
-        self.log = log
-        self._out = open(log, "wb")  # noqa: SIM115 (closed in stop)
-        self.proc = subprocess.Popen([str(BIN / "streamer-worker"), "--connect", address, *args],
-                                     stdout=self._out, stderr=subprocess.STDOUT,
-                                     env=clean_env(STREAMER_AUTHKEY=key))
-
-    def text(self) -> str:
-        return self.log.read_text(errors="replace")
-
-    def model_pids(self) -> list[int]:
-        try:
-            return [c.pid for c in psutil.Process(self.proc.pid).children()]
-        except psutil.NoSuchProcess:
-            return []
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self._out.close()
-
-
-@pytest.fixture
-def workers(tmp_path: Path) -> Iterator:
-    """``workers(address, key=KEY)`` starts a ``streamer-worker``; all are stopped after."""
-    started: list[WorkerProcess] = []
-
-    def start(address: str, key: str = KEY, *args: str) -> WorkerProcess:
-        w = WorkerProcess(address, tmp_path / f"worker-{len(started)}.log", key, *args)
-        started.append(w)
-        return w
-
-    yield start
-    for w in started:
-        w.stop()
-
-
-@pytest.fixture
-def authkey(monkeypatch: pytest.MonkeyPatch) -> str:
-    """The gateway's attached-worker key, as the environment gives it."""
-    monkeypatch.setenv("STREAMER_AUTHKEY", KEY)
-    return KEY
 
 
 @pytest.fixture

@@ -1,12 +1,12 @@
-"""``streamer-worker --nats nats://HOST:4222`` (serve every gateway of a NATS server) or
-``streamer-worker --connect HOST:PORT`` (attach to one gateway).
+"""``streamer-worker --nats nats://HOST:4222``: a model worker serving every gateway of a NATS
+server (see ``nats_worker.py``).
 
-This process is a small supervisor: it runs the model in a child process and starts a new child
-when that one dies (a crash, ``panic_rate``, kill -9) or its gateway goes away: at once if the
-child had answered something, with backoff while children keep dying without answering. It
-never exits on its own for those reasons, because honcho stops the whole group when one process
-exits. It exits on SIGTERM/SIGINT, and when the gateway refuses the authkey (retrying cannot fix
-that; the message says so).
+This process is a small supervisor: it runs the worker in a child process and starts a new child
+when that one dies (a crash, ``panic_rate``, kill -9): at once if the child had answered
+something, with backoff while children keep dying without answering. It never exits on its own
+for those reasons, because honcho stops the whole group when one process exits. It exits on
+SIGTERM/SIGINT, and when the NATS server refuses the credentials (retrying cannot fix that; the
+message says so).
 """
 
 from __future__ import annotations
@@ -24,109 +24,54 @@ from multiprocessing.process import BaseProcess
 from types import FrameType
 
 from streamer import __version__
-from streamer.config import Config, authkey_from_env, load_config
+from streamer.bus import connect_options, redact
+from streamer.config import Config, load_config
 from streamer.errors import ConfigError
 from streamer.logs import FORMAT_ENV, FORMATS, setup_logging
-from streamer.workers.attach import (
-    REFUSED_EXIT_CODE,
-    Address,
-    describe,
-    parse_address,
-    run_attached,
-)
+from streamer.workers.models import model_class
+from streamer.workers.models.base import parse_params
+from streamer.workers.nats_worker import REFUSED_EXIT_CODE, run_nats
 from streamer.workers.respawn import Backoff
 
 log = logging.getLogger("streamer.worker")
 
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="streamer-worker",
-        description="Run a model worker for gateways. With --nats it serves every gateway of "
-                    "a NATS server (model from --model or model.name; credentials from "
-                    "STREAMER_NATS_TOKEN or STREAMER_NATS_USER/STREAMER_NATS_PASSWORD). With "
-                    "--connect it attaches to one gateway started with --worker-address, which "
-                    "sends the model; the authkey comes from STREAMER_AUTHKEY.")
+        description="Run a model worker for every gateway of a NATS server. Credentials come "
+                    "from STREAMER_NATS_TOKEN, or STREAMER_NATS_USER and "
+                    "STREAMER_NATS_PASSWORD; the model and its settings from --model, "
+                    "--config or STREAMER_MODEL__*.")
     parser.add_argument("--nats", metavar="URL",
-                        help="a NATS server, nats://HOST:PORT (default: pool.nats_url, e.g. "
-                             "from $STREAMER_POOL__NATS_URL)")
-    parser.add_argument("--model", help="the model to serve over NATS (default: model.name)")
-    parser.add_argument("--connect", metavar="HOST:PORT",
-                        help="the gateway's worker address (HOST:PORT, PORT or a unix socket "
-                             "path; default: pool.worker_address, e.g. from "
-                             "$STREAMER_POOL__WORKER_ADDRESS)")
+                        help="the NATS server, nats://HOST:PORT or tls://HOST:PORT (default: "
+                             "pool.nats_url, e.g. from $STREAMER_POOL__NATS_URL)")
+    parser.add_argument("--model", help="the model to serve (default: model.name)")
     parser.add_argument("--log-level", help="DEBUG, INFO, WARNING or ERROR (default: "
                         "server.log_level)")
     parser.add_argument("--log-format", choices=FORMATS,
                         help="text or json (one object a line; default: server.log_format, "
                              "e.g. from $STREAMER_LOG_FORMAT)")
-    parser.add_argument("--config", help="JSON or TOML config file (for pool.restart_backoff, "
-                        "pool.worker_address, server.log_level, server.log_format)")
+    parser.add_argument("--config", help="JSON or TOML config file (model.*, pool.nats_url, "
+                        "pool.worker_inflight, pool.max_batch, pool.heartbeat_*, "
+                        "pool.restart_backoff, server.log_level, server.log_format)")
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     return parser
 
 
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
-    if args.nats or (not args.connect and _nats_configured(args)):
-        _main_nats(args)
-        return
     try:
         config = _config(args)
-        address = parse_address(config.pool.worker_address)
-    except ConfigError as exc:
-        print(f"streamer-worker: {exc}", file=sys.stderr)
-        raise SystemExit(2) from None
-    authkey = authkey_from_env()
-    if not authkey:
-        print("streamer-worker: STREAMER_AUTHKEY is not set; set it to the gateway's authkey",
-              file=sys.stderr)
-        raise SystemExit(2)
-    level = config.server.log_level
-    os.environ[FORMAT_ENV] = config.server.log_format  # the model process it forks logs alike
-    setup_logging(level, process="worker-supervisor", log_format=config.server.log_format)
-    code = Supervisor(address, authkey, level, Backoff.from_config(config.pool)).run()
-    if code == 2:
-        print(f"streamer-worker: the gateway at {describe(address)} refused this worker (wrong "
-              "STREAMER_AUTHKEY, or not a streamer gateway's worker address); not retrying",
-              file=sys.stderr)
-    raise SystemExit(code)
-
-
-def _nats_configured(args: argparse.Namespace) -> bool:
-    try:
-        return bool(load_config(args.config).pool.nats_url)
-    except ConfigError:
-        return False
-
-
-def _main_nats(args: argparse.Namespace) -> None:
-    from streamer.workers.nats_worker import REFUSED_EXIT_CODE as NATS_REFUSED
-    from streamer.workers.nats_worker import run_nats
-
-    overrides: dict[str, str] = {}
-    for flag, dotted in (("nats", "pool.nats_url"), ("model", "model.name"),
-                         ("log_level", "server.log_level"), ("log_format", "server.log_format")):
-        if getattr(args, flag):
-            overrides[dotted] = getattr(args, flag)
-    try:
-        config = load_config(args.config, overrides=overrides)
-        from streamer.bus import connect_options
-        from streamer.workers.models import model_class
-        from streamer.workers.models.base import parse_params
-
-        connect_options(config.pool.nats_url, "check")
-        parse_params(model_class(config.model.name), config.model.params, config.model.name)
     except ConfigError as exc:
         print(f"streamer-worker: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
     level = config.server.log_level
-    os.environ[FORMAT_ENV] = config.server.log_format
+    os.environ[FORMAT_ENV] = config.server.log_format  # the processes it forks log alike
     setup_logging(level, process="worker-supervisor", log_format=config.server.log_format)
-    from streamer.bus import redact
-
     where = redact(config.pool.nats_url)
-    code = Supervisor(where, b"", level, Backoff.from_config(config.pool),
-                      target=run_nats, args=(config, level), refused=NATS_REFUSED).run()
+    code = Supervisor(where, Backoff.from_config(config.pool), run_nats, (config, level),
+                      REFUSED_EXIT_CODE).run()
     if code == 2:
         print(f"streamer-worker: the NATS server at {where} refused this worker's credentials "
               "(STREAMER_NATS_TOKEN, or STREAMER_NATS_USER and STREAMER_NATS_PASSWORD); not "
@@ -135,16 +80,16 @@ def _main_nats(args: argparse.Namespace) -> None:
 
 
 def _config(args: argparse.Namespace) -> Config:
-    overrides = {}
-    if args.connect:
-        overrides["pool.worker_address"] = args.connect
-    if args.log_level:
-        overrides["server.log_level"] = args.log_level
-    if args.log_format:
-        overrides["server.log_format"] = args.log_format
+    overrides: dict[str, str] = {}
+    for flag, dotted in (("nats", "pool.nats_url"), ("model", "model.name"),
+                         ("log_level", "server.log_level"), ("log_format", "server.log_format")):
+        if getattr(args, flag):
+            overrides[dotted] = getattr(args, flag)
     config = load_config(args.config, overrides=overrides)
-    if not config.pool.worker_address:
-        raise ConfigError("--connect HOST:PORT is required (the gateway's --worker-address)")
+    if not config.pool.nats_url:
+        raise ConfigError("--nats nats://HOST:PORT is required (or pool.nats_url)")
+    connect_options(config.pool.nats_url, "")  # a malformed URL fails here
+    parse_params(model_class(config.model.name), config.model.params, config.model.name)
     return config
 
 
@@ -152,16 +97,12 @@ class Supervisor:
     """Runs the model process, restarts it, and stops it on a signal (gunicorn's arbiter in
     miniature: signal handlers only set a flag; a self-pipe wakes the waiting loop)."""
 
-    def __init__(self, address: Address, authkey: bytes, log_level: str,
-                 backoff: Backoff, target: Callable[..., None] | None = None,
-                 args: tuple[object, ...] | None = None,
-                 refused: int = REFUSED_EXIT_CODE) -> None:
-        self.address = address
-        self.target = target or run_attached
-        self.args = args if args is not None else (address, authkey, log_level)
+    def __init__(self, where: str, backoff: Backoff, target: Callable[..., None],
+                 args: tuple[object, ...], refused: int) -> None:
+        self.where = where
+        self.target = target
+        self.args = args
         self.refused = refused
-        self.authkey = authkey
-        self.log_level = log_level
         self.backoff = backoff
         self.stopping = False
         self._ctx = multiprocessing.get_context("fork")  # no threads here: fork is safe, fast
@@ -194,8 +135,8 @@ class Supervisor:
                 if code == self.refused:
                     return 2
                 if code == 0:
-                    log.info("the gateway at %s closed the connection; reconnecting",
-                             describe(self.address))
+                    log.info("the model process left (NATS at %s); starting another",
+                             self.where)
                     idle_deaths = 0
                     continue
                 idle_deaths = self.backoff.next_idle_deaths(idle_deaths, bool(answered.value))

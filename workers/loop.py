@@ -1,7 +1,7 @@
-"""The worker process loop, the same for embedded and attached workers.
+"""The worker process loop, the same for embedded workers and NATS workers' model processes.
 
-On its byte stream (a socketpair from the gateway, or an authenticated TCP or unix connection,
-see ``workers/attach.py``) a worker says hello, receives the gateway's config, loads and warms up
+On its byte stream (a socketpair from the gateway, or from its NATS process, see
+``workers/nats_worker.py``) a worker says hello, receives the gateway's config, loads and warms up
 the model, says ready, then answers requests until the gateway is gone. The stream is wrapped in
 ``multiprocessing.connection.Connection``, whose length-prefixed framing the gateway reads with
 asyncio. A heartbeat thread tells the gateway the worker is alive even while the model holds the

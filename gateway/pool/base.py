@@ -37,12 +37,12 @@ class Job:
 @dataclass(frozen=True, slots=True)
 class WorkerInfo:
     worker_id: int
-    pid: int | None  # None when not running, or for an attached worker on another host
+    pid: int | None  # None when not running, or for a NATS worker on another host
     ready: bool      # warmed up and taking work (after its WorkerReady)
     inflight: int
     restarts: int
-    kind: str = "embedded"  # or "attached"
-    address: str = ""       # an attached worker's peer address
+    kind: str = "embedded"  # or "nats"
+    address: str = ""       # a NATS worker's host and name
     answered: int = 0       # results it returned since it (re)started
 
 
@@ -91,7 +91,7 @@ class Pool(Protocol):
 
 
 class WorkerHost(Protocol):
-    """What a worker transport (embedded processes, attached connections) needs from the pool
+    """What a worker transport (embedded processes) needs from the pool
     that owns it: the transports depend on this, never on the pool's class."""
 
     @property

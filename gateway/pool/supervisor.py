@@ -1,11 +1,10 @@
-"""The production pool: worker processes behind one Dispatcher, supervised.
+"""The production pool on one machine: worker processes behind one Dispatcher, supervised.
 
-Workers come from two sources that may be combined: ``pool.workers`` embedded processes the
-gateway starts and respawns itself (``embedded.py``), and attached workers that join over the
-network at ``pool.worker_address`` (``attached.py``; ``streamer-worker --connect`` under honcho).
-Either way a worker is one :class:`WorkerLink` and gets work only after its ``ready``. Liveness:
-an embedded worker's process sentinel and end of stream, an attached worker's end of stream, and
-for both a heartbeat timeout that catches a worker that is stuck with its connection still open.
+``pool.workers`` embedded processes the gateway starts and respawns itself (``embedded.py``);
+workers on other machines, shared by several gateways, are the NATS pool's (``nats.py``). A
+worker is one :class:`WorkerLink` and gets work only after its ``ready``. Liveness: the
+process sentinel and end of stream, and a heartbeat timeout that catches a worker that is stuck
+with its connection still open.
 When a worker is gone, the Dispatcher re-sends what it held (at most ``max_retries`` times) or
 answers it with an error; nothing it held is lost or answered twice.
 """
@@ -15,13 +14,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import socket
 import time
 
 from streamer.config import Config
 from streamer.errors import ConfigError, PoolUnavailable
 from streamer.gateway.dispatch import Dispatcher
-from streamer.gateway.pool.attached import AttachedWorkers
 from streamer.gateway.pool.base import Job, PoolStats, WorkerInfo
 from streamer.gateway.pool.embedded import EmbeddedWorkers
 from streamer.gateway.pool.link import WorkerLink
@@ -33,7 +30,7 @@ log = logging.getLogger(__name__)
 
 
 class WorkerPool:
-    def __init__(self, config: Config, authkey: bytes | None = None) -> None:
+    def __init__(self, config: Config) -> None:
         self.config = config
         cls = model_class(config.model.name)
         parse_params(cls, config.model.params, config.model.name)  # fail before any worker
@@ -44,21 +41,12 @@ class WorkerPool:
         self._stopping = False
         self._watchdog: asyncio.Task[None] | None = None
         self.lost = 0  # worker connections that ended while the pool was running
-        self.embedded = EmbeddedWorkers(self, config) if pool.workers else None
-        self.attached: AttachedWorkers | None = None
-        if pool.worker_address:
-            if not authkey:
-                raise ConfigError("attached workers (--worker-address) need an authkey: set "
-                                  "STREAMER_AUTHKEY to a secret shared with the workers")
-            self.attached = AttachedWorkers(self, config, authkey)
-        if self.embedded is None and self.attached is None:
-            raise ConfigError("no workers: --workers is 0 and no --worker-address is set for "
-                              "attached workers")
+        if not pool.workers:
+            raise ConfigError("no workers: --workers is 0 and no --nats server is given for "
+                              "workers elsewhere")
+        self.embedded = EmbeddedWorkers(self, config)
 
-    @property
-    def kind(self) -> str:
-        return "+".join(k for k, src in (("embedded", self.embedded),
-                                         ("attached", self.attached)) if src is not None)
+    kind = "embedded"
 
     @property
     def stateful(self) -> bool:
@@ -72,21 +60,13 @@ class WorkerPool:
         if not self.available:
             self._dispatch.fail_all("no worker can start")
 
-    @property
-    def worker_address(self) -> str:
-        """Where attached workers connect (the bound port when 0 was asked), or ''."""
-        return self.attached.bound if self.attached is not None else ""
-
     # ---- lifecycle ----------------------------------------------------------------------
     async def start(self) -> None:
-        if self.attached is not None:
-            await self.attached.start()  # listen first: attached workers may warm up meanwhile
-        if self.embedded is not None:
-            try:
-                await self.embedded.start()
-            except BaseException:
-                await self.stop()
-                raise
+        try:
+            await self.embedded.start()
+        except BaseException:
+            await self.stop()
+            raise
         self._watchdog = asyncio.create_task(self._watch(), name="pool-heartbeats")
 
     async def stop(self) -> None:
@@ -95,10 +75,7 @@ class WorkerPool:
             self._watchdog.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._watchdog
-        if self.attached is not None:
-            await self.attached.stop()
-        if self.embedded is not None:
-            await self.embedded.stop()
+        await self.embedded.stop()
         self._dispatch.fail_all("the gateway is shutting down")
 
     def worker_config(self, worker_id: int) -> WorkerConfig:
@@ -119,7 +96,7 @@ class WorkerPool:
         reason = "was stopped"
         try:
             aborted = await link.run(self._dispatch.on_result)
-            reason = aborted or ("crashed" if link.kind == "embedded" else "disconnected")
+            reason = aborted or "crashed"
         finally:
             self._links.pop(wid, None)
             if not self._stopping:
@@ -150,10 +127,8 @@ class WorkerPool:
     # ---- work ---------------------------------------------------------------------------
     @property
     def available(self) -> bool:
-        """False only when no worker can ever come: every embedded slot gave up and no
-        attached worker may join."""
-        return self.attached is not None or (self.embedded is not None
-                                             and self.embedded.available)
+        """False only when no worker can ever come: every embedded slot gave up."""
+        return self.embedded.available
 
     def submit(self, job: Job) -> asyncio.Future[InferenceResult]:
         if self._stopping:
@@ -170,22 +145,12 @@ class WorkerPool:
         d = self._dispatch.stats()
         workers: list[WorkerInfo] = []
         restarts = 0
-        if self.embedded is not None:
-            for slot in self.embedded.slots:
-                link = slot.link
-                workers.append(WorkerInfo(slot.worker_id, slot.pid, bool(link and link.ready),
-                                          d.per_worker.get(slot.worker_id, 0), slot.restarts,
-                                          answered=link.answered if link else 0))
-                restarts += slot.restarts
-        if self.attached is not None:
-            here = socket.gethostname()
-            for link in list(self.attached.links.values()):
-                # a pid means something to psutil only on this host
-                pid = link.pid if link.host == here else None
-                workers.append(WorkerInfo(link.worker_id, pid, link.ready,
-                                          d.per_worker.get(link.worker_id, 0), 0,
-                                          kind="attached", address=link.peer,
-                                          answered=link.answered))
+        for slot in self.embedded.slots:
+            link = slot.link
+            workers.append(WorkerInfo(slot.worker_id, slot.pid, bool(link and link.ready),
+                                      d.per_worker.get(slot.worker_id, 0), slot.restarts,
+                                      answered=link.answered if link else 0))
+            restarts += slot.restarts
         return PoolStats(kind=self.kind, size=len(workers),
                          ready=sum(1 for w in workers if w.ready), queued=d.queued,
                          inflight=d.inflight, restarts=restarts, redispatched=d.redispatched,

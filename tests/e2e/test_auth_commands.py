@@ -27,6 +27,7 @@ from streamer.gateway.auth import AuthSettings, hash_key, new_key
 from streamer.protocol import AudioFormat
 from tests.audio_gen import make_pcm
 from tests.conftest import wait_until
+from tests.natsutil import NatsServer, require_nats_binary
 
 BIN = Path(sys.executable).parent
 
@@ -136,28 +137,28 @@ async def _stream_wss(url: str, context: ssl.SSLContext, headers: dict[str, str]
 def test_tls_streams_over_wss_and_no_secret_appears_anywhere(tmp_path):
     cert, tls_key = make_certificate(tmp_path)
     key, wrong_key = new_key(), new_key()
-    authkey = "worker-authkey-" + os.urandom(12).hex()
+    nats_token = "nats-token-" + os.urandom(12).hex()
+    nats = NatsServer(require_nats_binary(), tmp_path / "nats.log", token=nats_token)
+    nats.start()
     token_secret = "token-secret-" + os.urandom(16).hex()
     config = tmp_path / "gateway.json"
     config.write_text(json.dumps({"auth": {"keys": [{"name": "alice", "hash": hash_key(key)}],
                                            "token_secret": token_secret}}))
-    port, metrics_port, worker_port = free_port(), free_port(), free_port()
-    env = clean_env(STREAMER_AUTHKEY=authkey)
+    port, metrics_port = free_port(), free_port()
+    env = clean_env(STREAMER_NATS_TOKEN=nats_token)
     gateway = subprocess.Popen(
-        [str(BIN / "streamer-gateway"), "--port", str(port), "--workers", "1", "--config",
+        [str(BIN / "streamer-gateway"), "--port", str(port), "--workers", "0", "--config",
          str(config), "--tls-cert", str(cert), "--tls-key", str(tls_key), "--log-level", "DEBUG",
-         "--metrics-address", f"127.0.0.1:{metrics_port}",
-         "--worker-address", f"127.0.0.1:{worker_port}"],
+         "--metrics-address", f"127.0.0.1:{metrics_port}", "--nats", nats.url],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
     worker = None
     try:
         context = ssl.create_default_context(cafile=str(cert))
         base = f"https://127.0.0.1:{port}"
-        wait_ready(base + "/api/v1/health", context, gateway, 1)
-        worker = subprocess.Popen([str(BIN / "streamer-worker"), "--connect",
-                                   f"127.0.0.1:{worker_port}", "--log-level", "DEBUG"],
+        worker = subprocess.Popen([str(BIN / "streamer-worker"), "--nats", nats.url,
+                                   "--log-level", "DEBUG"],
                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
-        wait_ready(base + "/api/v1/health", context, gateway, 2)  # the authkey was used
+        wait_ready(base + "/api/v1/health", context, gateway, 1)  # the NATS token was used
 
         status, body = fetch(base + "/api/v1/token", context, "POST",
                              {"Authorization": f"Bearer {key}"})
@@ -193,6 +194,7 @@ def test_tls_streams_over_wss_and_no_secret_appears_anywhere(tmp_path):
                     proc.kill()
                     out, err = proc.communicate()
                 outputs.append(out.decode() + err.decode())
+        nats.stop()
     logs = "\n".join(outputs)
     assert "listening on https://" in logs and "key alice" in logs  # DEBUG lines were written
     helps = [subprocess.run([str(BIN / name), "--help"], capture_output=True, text=True,
@@ -202,7 +204,7 @@ def test_tls_streams_over_wss_and_no_secret_appears_anywhere(tmp_path):
     places = {"logs": logs, "metrics": metrics.decode(), "events": json.dumps(events),
               "refusals": b"".join(refusals).decode(), "help": "\n".join(helps)}
     secrets = {"key": key, "wrong key": wrong_key, "token": token,
-               "token signature": token.rsplit(".", 1)[1], "authkey": authkey,
+               "token signature": token.rsplit(".", 1)[1], "NATS token": nats_token,
                "token secret": token_secret}
     for where, text in places.items():
         for what, secret in secrets.items():

@@ -321,10 +321,9 @@ async def test_a_close_code_is_shown_with_its_meaning_and_reason(
 
 
 async def test_a_refused_session_is_shown_with_the_gateways_reason(
-        gateway: Any, browser: Callable[..., Browser], monkeypatch: pytest.MonkeyPatch) -> None:
-    # Attached workers only, and none attached: the gateway is up but no worker is ready.
-    monkeypatch.setenv("STREAMER_AUTHKEY", "browser-test-key")
-    server = await gateway(workers=0, pool__worker_address="127.0.0.1:0")
+        gateway: Any, browser: Callable[..., Browser], nats_server: Any) -> None:
+    # Workers through NATS, and none there: the gateway is up but no worker is ready.
+    server = await gateway(workers=0, pool__nats_url=nats_server.url)
     url = str(server.make_url("/"))
 
     def drive() -> dict[str, Any]:

@@ -1,4 +1,5 @@
-"""Chaos: workers die (SIGKILL, ``panic_rate``) again and again under load from several sessions.
+"""Chaos: workers die (SIGKILL, ``panic_rate``) again and again under load from several sessions
+(NATS workers: ``test_nats.py``).
 Every segment sent gets exactly one answer (a result or an explicit error), the gateway stays
 up, and the pool returns to full size. Kills are triggered by results arriving, not by timers."""
 
@@ -14,7 +15,7 @@ from streamer.client import stream_audio
 from streamer.gateway.state import POOL
 from streamer.protocol import AudioFormat, ErrorEvent, SegmentEvent, ServerEvent
 from tests.audio_gen import make_pcm
-from tests.conftest import WorkerProcess, wait_until
+from tests.conftest import wait_until
 from tests.e2e.test_simple import SIMPLE, check_channel
 
 FMT = AudioFormat(1, 16000)
@@ -96,28 +97,6 @@ async def test_panicking_model_under_load(gateway):
     assert pool.stats().restarts >= 1
     assert len(errors) <= 2  # a segment fails only if all 5 of its attempts panic
     await wait_until(lambda: pool.stats().ready == 2, within=20, what="the pool back to 2")
-
-
-async def test_sigkill_attached_workers_repeatedly_under_load(gateway, workers, monkeypatch):
-    monkeypatch.setenv("STREAMER_AUTHKEY", "chaos-key")
-    server = await gateway(workers=0, pool__worker_address="127.0.0.1:0", model__delay=0.02,
-                           model__mode="sleep", session__chunk_seconds=CHUNK,
-                           pool__max_retries=3)
-    pool = server.app[POOL]
-    procs: list[WorkerProcess] = [workers(pool.worker_address, key="chaos-key")
-                                  for _ in range(2)]
-    await wait_until(lambda: pool.stats().ready == 2, within=30, what="2 attached workers")
-
-    def model_pids() -> list[int]:
-        ready = {w.pid for w in pool.stats().workers if w.ready}
-        return [pid for p in procs for pid in p.model_pids() if pid in ready]
-
-    killer = Killer(model_pids, 8)
-    errors = await load(server, sessions=3, seconds=8.0, on_event=killer)
-    assert killer.kills >= 6
-    await wait_until(lambda: pool.stats().ready == 2, within=30, what="the pool back to 2")
-    assert all(p.proc.poll() is None for p in procs)  # supervisors restarted their children
-    assert len(errors) <= 4
 
 
 async def test_a_stateful_stream_whose_worker_dies_is_told_and_goes_on_with_fresh_state(gateway):

@@ -102,13 +102,13 @@ async def test_the_example_model_serves_by_import_path(gateway, pool):
                for o in outputs)
 
 
-async def test_the_example_model_serves_through_separately_run_workers(gateway, workers,
-                                                                        authkey):
-    server = await gateway(workers=0, pool__worker_address="127.0.0.1:0",
+async def test_the_example_model_serves_through_separately_run_workers(gateway, nats_server,
+                                                                        nats_workers):
+    server = await gateway(workers=0, pool__nats_url=nats_server.url,
                            model__name="examples.loudness:Loudness")
     pool = server.app[POOL]
-    workers(pool.worker_address)
-    await wait_until(lambda: pool.stats().ready == 1, within=30, what="an attached worker")
+    nats_workers(model="examples.loudness:Loudness")
+    await wait_until(lambda: pool.stats().ready == 1, within=40, what="a NATS worker")
     report = await stream_audio(str(server.make_url(SIMPLE)), FMT, make_pcm(FMT, 1.0))
     outputs = [e.output for e in report.events if isinstance(e, SegmentEvent)]
     assert len(outputs) == 2 and all("rms_dbfs" in o for o in outputs)

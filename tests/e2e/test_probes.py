@@ -45,12 +45,12 @@ async def test_livez_answers_while_readyz_waits_for_a_warm_worker(aiohttp_server
         assert health == 200 and body["status"] == "ok" and body["workers"]["ready"] == 1
 
 
-async def test_readyz_says_why_when_only_attached_workers_may_come(gateway, monkeypatch):
-    monkeypatch.setenv("STREAMER_AUTHKEY", "probe-test-key")
-    server = await gateway(workers=0, pool__worker_address="127.0.0.1:0")
+async def test_readyz_says_why_when_workers_come_through_nats_and_none_has(gateway,
+                                                                          nats_server):
+    server = await gateway(workers=0, pool__nats_url=nats_server.url)
     async with aiohttp.ClientSession() as http:
         assert (await get(http, server.make_url("/livez")))[0] == 200
         status, body = await get(http, server.make_url("/readyz"))
     assert status == 503
     assert body == {"status": "not_ready", "workers": {"size": 0, "ready": 0},
-                    "reason": "no worker is connected (attached workers only)"}
+                    "reason": "no worker is connected (workers come through NATS)"}
