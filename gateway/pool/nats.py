@@ -92,6 +92,7 @@ class NatsPool:
         self._tasks: list[asyncio.Task[None]] = []
         self._stopping = False
         self._down_since: float | None = None  # the broker connection dropped at
+        self._outage_failed = False  # what was held in this outage got its errors
         self.lost = 0
         self.outages = 0
 
@@ -146,6 +147,7 @@ class NatsPool:
     async def _on_reconnected(self) -> None:
         down = time.monotonic() - (self._down_since or time.monotonic())
         self._down_since = None
+        self._outage_failed = False
         now = time.monotonic()
         for remote in self._remotes.values():
             remote.last_heard = now  # silence during the outage was the broker's
@@ -245,7 +247,9 @@ class NatsPool:
             last = now
             if self._down_since is not None:
                 self._out.clear()  # sent again on reconnect
-                if self._remotes and now - self._down_since > pool.nats_outage_grace:
+                if (not self._outage_failed
+                        and now - self._down_since > pool.nats_outage_grace):
+                    self._outage_failed = True
                     log.error("the NATS server has been away for %.1f s: answering the "
                               "segments in flight with errors", now - self._down_since)
                     self._outage_expired()
