@@ -18,6 +18,10 @@ const CLOSE_CODES = {
 const NO_AUTH = { required: false, token_path: "/api/v1/token", subprotocol: "streamer.v1",
                   token_subprotocol_prefix: "streamer.token.", token_ttl: 60 };
 const TOKEN_PREFIX = "st1.";
+// What a token and a key can be made of: a token is "st1." and two base64url parts; a key goes
+// in an HTTP header, so printable ASCII without spaces.
+const TOKEN_SHAPE = /^st1\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+$/;
+const KEY_SHAPE = /^[\x21-\x7e]+$/;
 
 /** Whether the gateway needs a key or token, and how to present one. */
 export async function authInfo() {
@@ -50,7 +54,17 @@ async function reasonOf(response) {
 /** A fresh token for one connection: the entered token itself, or one the key buys from the
  *  gateway. Throws a Refusal that says why the gateway would not issue it. */
 export async function tokenFor(secret, auth) {
-  if (credentialKind(secret) === "token") return secret;
+  // Checked here so that neither the browser's own error (which would quote it) nor a request
+  // carries a mistyped secret.
+  if (credentialKind(secret) === "token") {
+    if (TOKEN_SHAPE.test(secret)) return secret;
+    throw new Refusal("that is not a whole token (a token is st1. followed by two parts " +
+      "joined by a dot, as /api/v1/token gives it); enter the API key or a fresh token");
+  }
+  if (!KEY_SHAPE.test(secret)) {
+    throw new Refusal("an API key has no spaces and no characters beyond ASCII; check the key " +
+      "and enter it again");
+  }
   let response;
   try {
     response = await fetch(auth.token_path, {

@@ -568,16 +568,26 @@ async def test_a_key_at_its_session_limit_and_an_expired_token_are_explained(
                 driver = browser()
                 open_page(driver, url, "counter")
                 choose(driver, endpoint="/api/v1/simple", file=SPEECH)
+                enter_key(driver, "st1.half a token")
+                element(driver, "start").click()
+                torn = wait_for(driver, lambda s: s["state"] == "failed", "a torn token")
                 enter_key(driver, KEY)
                 element(driver, "start").click()
-                limit = wait_for(driver, lambda s: s["state"] == "failed", "the key's limit")
+                # Each attempt ends failed again, with its own words.
+                limit = wait_for(driver, lambda s: s["state"] == "failed" and
+                                 s["error"] != torn["error"], "the key's limit")
                 enter_key(driver, old_token)
                 element(driver, "start").click()
-                wait_for(driver, lambda s: s["state"] == "connecting", "a new attempt")
-                expired = wait_for(driver, lambda s: s["state"] == "failed", "the old token")
-                return {"limit": limit, "expired": expired, "console": console(driver)}
+                expired = wait_for(driver, lambda s: s["state"] == "failed" and
+                                   s["error"] != limit["error"], "the old token")
+                return {"torn": torn, "limit": limit, "expired": expired,
+                        "sockets": sockets(driver), "console": console(driver)}
 
             page = await asyncio.to_thread(drive)
+    assert page["torn"]["error"] == (
+        "that is not a whole token (a token is st1. followed by two parts joined by a dot, as "
+        "/api/v1/token gives it); enter the API key or a fresh token")
+    assert len(page["sockets"]) == 2  # none for the torn token
     assert page["limit"]["error"] == (
         "the gateway accepted the API key but refused the connection: the key may be at its "
         "limit of concurrent sessions or of audio per minute (HTTP 429; wait and try again), "
