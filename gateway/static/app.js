@@ -270,7 +270,6 @@ async function loadConfig() {
 async function loadAuth() {
   auth = await authInfo();
   $("credentials").hidden = !auth.required;
-  document.body.dataset.auth = auth.required ? "required" : "none";
 }
 
 function init() {
