@@ -84,7 +84,7 @@ export async function tokenFor(secret, auth) {
 }
 
 /** The websocket address of an endpoint on this gateway (no credential in it). */
-export function connectUrl(endpoint) {
+function connectUrl(endpoint) {
   const scheme = location.protocol === "https:" ? "wss:" : "ws:";
   return `${scheme}//${location.host}${endpoint}`;
 }
