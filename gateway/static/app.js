@@ -4,13 +4,16 @@
 // Plain JavaScript, no build step. The page's state is on <body data-state>, for people and
 // for the browser test: idle, connecting, streaming, stopping, stopped, failed.
 
-import { connectUrl, describeClose, explainFailedConnect } from "./connection.js";
+import { authInfo, describeClose, explainFailedConnect, openSocket, tokenFor }
+  from "./connection.js";
 import { Results } from "./results.js";
 import { microphoneAllowed, NO_MICROPHONE, startFile, startMicrophone } from "./sources.js";
 import { newTraceparent, traceUrl } from "./trace.js";
 
 const $ = (id) => document.getElementById(id);
 let pageConfig = { model: "?", version: "", trace_ui_url: null };
+// What /api/v1/auth said at load: whether to ask for a key or token, and how to send it.
+let auth = { required: false };
 let session = null;
 
 function showTrace(traceId) {
@@ -37,6 +40,7 @@ class Session {
     this.interim = options.interim;
     this.useFile = options.file !== null;
     this.file = options.file;
+    this.secret = options.secret; // the key or token entered, "" if none; never logged
     this.results = new Results($("rows"));
     this.active = new Set(); // channels in speech
     this.sentSeconds = 0;
@@ -86,9 +90,15 @@ class Session {
     if (this.state !== "stopping") setState("streaming", "Streaming: results appear below.");
   }
 
-  connect() {
+  /** A fresh token for this connection when the gateway wants one, then the websocket. */
+  async connect() {
+    const token = auth.required && this.secret ? await tokenFor(this.secret, auth) : null;
+    return this.open(token);
+  }
+
+  open(token) {
     return new Promise((resolve, reject) => {
-      const ws = new WebSocket(connectUrl(this.endpoint));
+      const ws = openSocket(this.endpoint, token, auth);
       ws.binaryType = "arraybuffer";
       ws.onopen = () => {
         this.opened = true;
@@ -98,7 +108,7 @@ class Session {
       ws.onmessage = (event) => this.onMessage(event);
       ws.onclose = (event) => {
         if (!this.opened) {
-          explainFailedConnect(this.endpoint).then((why) => reject(new Error(why)));
+          explainFailedConnect(this.endpoint, this.secret).then((why) => reject(new Error(why)));
         } else {
           this.onClose(event);
         }
@@ -235,7 +245,12 @@ async function onSubmit(event) {
   const file = useFile ? $("file").files[0] || null : null;
   $("error").hidden = true;
   if (useFile && !file) return showError("choose an audio file first");
-  session = new Session({ endpoint: $("endpoint").value, interim: $("interim").checked, file });
+  const secret = $("token").value.trim();
+  if (auth.required && !secret) {
+    return showError("this gateway needs an API key or token: enter it under Access");
+  }
+  session = new Session({ endpoint: $("endpoint").value, interim: $("interim").checked, file,
+                          secret });
   updateButton();
   await session.start();
 }
@@ -251,6 +266,12 @@ async function loadConfig() {
   $("version").textContent = pageConfig.version ? `(streamer ${pageConfig.version})` : "";
 }
 
+/** Ask for a key or token only when the gateway needs one. */
+async function loadAuth() {
+  auth = await authInfo();
+  $("credentials").hidden = !auth.required;
+}
+
 function init() {
   $("controls").addEventListener("submit", onSubmit);
   for (const radio of document.querySelectorAll("input[name=source]")) {
@@ -261,6 +282,7 @@ function init() {
     $("interim").disabled = !$("endpoint").value.endsWith("/segmented");
   });
   loadConfig();
+  loadAuth();
 }
 
 init();

@@ -10,16 +10,32 @@ function formatNumber(value) {
   return Math.abs(value) >= 100 ? value.toFixed(1) : value.toPrecision(3);
 }
 
-/** A word's times, whatever the model calls them: start/end or start_time/end_time. */
-function wordTimes(w) {
-  const start = w.start ?? w.start_time;
-  const end = w.end ?? w.end_time;
-  return typeof start === "number" && typeof end === "number"
-    ? `${start.toFixed(2)}–${end.toFixed(2)} s` : "";
+// Below this a word is marked as unsure (dotted underline); its confidence is in its tooltip.
+const UNSURE = 0.6;
+
+function seconds(value) {
+  return typeof value === "number" ? value.toFixed(2) : "?";
 }
 
-/** A model's output: its text if it has one (and its words with their times, if given), else
- *  its fields by name. */
+/** One recognised word as the transcribe model sends it: {word, start_time, end_time,
+ *  confidence}, times in seconds on the stream's timeline, confidence from 0 to 1. */
+function renderWord(w) {
+  const word = document.createElement("span");
+  word.className = "word";
+  word.textContent = w.word;
+  const at = document.createElement("span");
+  at.className = "at";
+  at.textContent = `${seconds(w.start_time)}–${seconds(w.end_time)} s`;
+  word.append(at);
+  if (typeof w.confidence === "number") {
+    word.title = `confidence ${w.confidence.toFixed(2)}`;
+    if (w.confidence < UNSURE) word.classList.add("unsure");
+  }
+  return word;
+}
+
+/** A model's output: its text if it has one (and under it the words with their times, which a
+ *  final transcription carries), else its fields by name. */
 function renderOutput(cell, event) {
   cell.textContent = "";
   if (typeof event.text === "string") {
@@ -30,20 +46,7 @@ function renderOutput(cell, event) {
     if (Array.isArray(event.words) && event.words.length) {
       const words = document.createElement("div");
       words.className = "words";
-      for (const w of event.words) {
-        const word = document.createElement("span");
-        word.className = "word";
-        const spelled = typeof w === "string" ? w : w.word ?? w.text ?? JSON.stringify(w);
-        const times = typeof w === "object" && w !== null ? wordTimes(w) : "";
-        word.textContent = spelled;
-        if (times) {
-          const at = document.createElement("span");
-          at.className = "at";
-          at.textContent = times;
-          word.append(at);
-        }
-        words.append(word);
-      }
+      words.append(...event.words.map(renderWord));
       cell.append(words);
     }
     return;

@@ -5,19 +5,24 @@ a thread so the gateway's event loop keeps serving it."""
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
 import re
 import shutil
+import time
 import wave
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 
+from streamer.gateway.auth import hash_key, new_key
 from streamer.protocol import AudioFormat
 from tests.audio_gen import write_wav
+from tests.conftest import wait_until
 from tests.schema import problems
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -38,13 +43,16 @@ MISSING_HELP = "apt-get install -y chromium chromium-driver; pip install seleniu
 
 Browser = Any  # selenium's WebDriver, imported only when a browser is there
 # Run in every page before its own scripts: keeps each JSON text frame the page's websockets
-# send and receive, so the test can hold them against the published protocol schema.
+# send and receive, so the test can hold them against the published protocol schema, and the
+# address and subprotocols each websocket was opened with.
 RECORD_FRAMES = """
 window.recordedFrames = [];
+window.recordedSockets = [];
 const NativeWebSocket = window.WebSocket;
 window.WebSocket = class extends NativeWebSocket {
   constructor(...args) {
     super(...args);
+    window.recordedSockets.push({url: String(args[0]), protocols: args[1] ?? null});
     this.addEventListener("message", (event) => {
       if (typeof event.data === "string") window.recordedFrames.push(["received", event.data]);
     });
@@ -201,8 +209,7 @@ def open_page(driver: Browser, url: str, model: str) -> None:
 # ---- tests ---------------------------------------------------------------------------------
 
 async def test_microphone_on_segmented_shows_speech_activity_and_the_models_fields(
-        gateway: Any, browser: Callable[..., Browser], caplog: pytest.LogCaptureFixture,
-        tmp_path: Path) -> None:
+        gateway: Any, browser: Callable[..., Browser], caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.INFO, logger="streamer.gateway.session")
     server = await gateway(workers=1, model__name="features", server__trace_ui_url=TRACE_UI)
     url = str(server.make_url("/"))
@@ -216,15 +223,6 @@ async def test_microphone_on_segmented_shows_speech_activity_and_the_models_fiel
         # The speech indicator follows active/inactive: on for the first sentence, then off.
         wait_for(driver, lambda s: s["speech"] == "speech", "speech")
         wait_for(driver, lambda s: s["speech"] == "silence", "silence after the first sentence")
-        # The picture for the docs: final results, and the growing sentence's interim in grey
-        # (or, on a slow machine that missed that moment, all three final results).
-        wait_for(driver, lambda s: (s["final"] >= 2 and s["interim_rows"] == 1
-                                    and s["speech"] == "speech") or s["final"] >= 3,
-                 "results of a sentence in progress")
-        shot = tmp_path / "browser.png"
-        driver.save_screenshot(str(shot))
-        if os.environ.get(SCREENSHOT_ENV):
-            shutil.copyfile(shot, os.environ[SCREENSHOT_ENV])
         # Each of the three sentences ends as one final result; interims came before them.
         seen = wait_for(driver, lambda s: s["final"] >= 3 and s["speech"] == "silence",
                         "three final results")
@@ -390,6 +388,8 @@ import("/static/results.js").then(({ Results }) => {
   const row = (tr) => ({kind: tr.className, text: tr.cells[2].querySelector(".text")?.textContent,
                         words: Array.from(tr.cells[2].querySelectorAll(".word"),
                                           (w) => w.textContent),
+                        tips: Array.from(tr.cells[2].querySelectorAll(".word"),
+                                         (w) => [w.title, w.classList.contains("unsure")]),
                         color: getComputedStyle(tr.cells[2]).color,
                         result: tr.cells[2].textContent, latency: tr.cells[3].textContent});
   const results = new Results(document.getElementById("rows"));
@@ -400,8 +400,10 @@ import("/static/results.js").then(({ Results }) => {
                 text: "the quick brown"}, 40);
   results.show({type: "segment", channel: 0, start_time: 0.5, end_time: 1.8, is_final: true,
                 text: "The quick brown fox.", words: [
-                  {word: "the", start: 0.5, end: 0.7}, {word: "quick", start: 0.7, end: 1.0},
-                  {word: "brown", start: 1.0, end: 1.4}, {word: "fox", start: 1.4, end: 1.8}]},
+                  {word: "the", start_time: 0.5, end_time: 0.7, confidence: 1.0},
+                  {word: "quick", start_time: 0.7, end_time: 1.0, confidence: 0.9},
+                  {word: "brown", start_time: 1.0, end_time: 1.4, confidence: 0.4},
+                  {word: "fox", start_time: 1.4, end_time: 1.8, confidence: 1.0}]},
                620);
   results.show({type: "error", channel: 1, start_time: 0.5, end_time: 1.8, is_final: true,
                 message: "inference failed: worker 0 crashed (tried 3 times)"}, 700);
@@ -430,6 +432,8 @@ async def test_text_results_interim_in_grey_replaced_by_the_final_text_and_its_w
     assert interim["color"] == "rgb(122, 131, 140)" != final["color"]  # grey, then not
     assert final["words"] == ["the0.50–0.70 s", "quick0.70–1.00 s", "brown1.00–1.40 s",
                               "fox1.40–1.80 s"]
+    assert final["tips"] == [["confidence 1.00", False], ["confidence 0.90", False],
+                             ["confidence 0.40", True], ["confidence 1.00", False]]
     assert final["latency"] == "620 ms"
     assert failed["kind"] == "failed"
     assert failed["result"] == "error: inference failed: worker 0 crashed (tried 3 times)"
@@ -460,3 +464,217 @@ async def test_an_origin_the_gateway_refuses_is_shown_in_words(
         "auth.allowed_origins)")
     errors = severe(page["console"])
     assert errors and all(e["source"] == "network" for e in errors), page["console"]
+
+
+# ---- a gateway with API keys -------------------------------------------------------------
+
+KEY, OTHER_KEY = new_key(), new_key()
+WRONG_KEY = new_key()  # well formed, configured nowhere
+
+
+def key_config(**limits: Any) -> list[dict[str, Any]]:
+    return [{"name": "alice", "hash": hash_key(KEY), **limits}]
+
+
+def enter_key(driver: Browser, secret: str) -> None:
+    field = element(driver, "token")
+    field.clear()
+    field.send_keys(secret)
+
+
+def sockets(driver: Browser) -> list[dict[str, Any]]:
+    return driver.execute_script("return window.recordedSockets;")
+
+
+def nowhere_but_the_field(secret: str, page: dict[str, Any], logs: str) -> None:
+    """A key goes to /api/v1/token in a header only: not in a websocket's address or
+    subprotocols, not in the console, not in the gateway's log."""
+    for opened in page["sockets"]:
+        assert secret not in json.dumps(opened) and "?" not in opened["url"], opened
+    assert secret not in json.dumps(page["console"]) and secret not in logs
+
+
+async def test_a_gateway_with_keys_asks_for_one_refuses_a_wrong_one_in_words_then_streams(
+        gateway: Any, browser: Callable[..., Browser], caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG, logger="streamer")
+    server = await gateway(workers=1, auth__keys=key_config())
+    url = str(server.make_url("/"))
+
+    def drive() -> dict[str, Any]:
+        from selenium.webdriver.support.ui import WebDriverWait
+
+        driver = browser()
+        open_page(driver, url, "counter")
+        WebDriverWait(driver, 10).until(lambda d: element(d, "credentials").is_displayed())
+        asked = {"hint": element(driver, "credentials-hint").text,
+                 "type": element(driver, "token").get_attribute("type")}
+        choose(driver, endpoint="/api/v1/simple", file=SPEECH)
+        element(driver, "start").click()  # no key yet: nothing is sent
+        wait_for(driver, lambda s: s["error"] != "", "that a key is needed")
+        asked["error"] = page_state(driver)["error"]
+        enter_key(driver, WRONG_KEY)
+        element(driver, "start").click()
+        wrong = wait_for(driver, lambda s: s["state"] == "failed", "the wrong key refused")
+        opened_with_wrong = len(sockets(driver))
+        enter_key(driver, KEY)
+        element(driver, "start").click()
+        wait_for(driver, lambda s: s["state"] == "streaming" and s["final"] >= 2,
+                 "results once the key is entered")
+        done = wait_for(driver, lambda s: s["state"] == "stopped", "the end of the file")
+        return {"asked": asked, "wrong": wrong, "opened_with_wrong": opened_with_wrong,
+                "done": done, "rows": result_rows(driver), "sockets": sockets(driver),
+                "console": console(driver), "protocol": protocol_problems(driver)}
+
+    page = await asyncio.to_thread(drive)
+    assert page["asked"] == {
+        "hint": "This gateway needs an API key (or a token made from one).", "type": "password",
+        "error": "this gateway needs an API key or token: enter it under Access"}
+    assert page["wrong"]["error"] == ("the gateway refused the API key (HTTP 401): the API key "
+                                      "is not valid; check the key and enter it again")
+    assert page["opened_with_wrong"] == 0  # refused at /api/v1/token, before any websocket
+    assert page["done"]["error"] == "" and page["done"]["failed"] == 0
+    total = sum(int(r["fields"]["count"]) for r in page["rows"])
+    assert abs(total - SPEECH_SAMPLES) <= 16, total
+    # One websocket, with a fresh token as a subprotocol beside the protocol's name.
+    (opened,) = page["sockets"]
+    assert opened["url"] == f"ws://127.0.0.1:{server.port}/api/v1/simple"
+    assert opened["protocols"][0] == "streamer.v1"
+    assert re.fullmatch(r"streamer\.token\.st1\.[\w-]+\.[\w-]+", opened["protocols"][1])
+    nowhere_but_the_field(KEY, page, caplog.text)
+    nowhere_but_the_field(WRONG_KEY, page, caplog.text)
+    # The browser reports the refused token request (a network message); no script error.
+    errors = severe(page["console"])
+    assert errors and all(e["source"] == "network" and "401" in e["message"] for e in errors)
+    frames, wrong = page["protocol"]
+    assert frames > 2 and wrong == [], wrong
+
+
+async def test_a_key_at_its_session_limit_and_an_expired_token_are_explained(
+        gateway: Any, browser: Callable[..., Browser]) -> None:
+    server = await gateway(workers=1, auth__keys=key_config(max_sessions=1), auth__token_ttl=1)
+    url = str(server.make_url("/"))
+    async with aiohttp.ClientSession() as http:
+        async with http.post(server.make_url("/api/v1/token"),
+                             headers={"Authorization": f"Bearer {KEY}"}) as resp:
+            issued = await resp.json()
+        old_token = issued["token"]
+        await wait_until(lambda: time.time() > issued["expires_at"] + 0.1, within=5.0)
+        # The key's one session, held open from here while the page tries for a second.
+        async with http.ws_connect(server.make_url("/api/v1/simple"),
+                                   headers={"Authorization": f"Bearer {KEY}"}):
+
+            def drive() -> dict[str, Any]:
+                driver = browser()
+                open_page(driver, url, "counter")
+                choose(driver, endpoint="/api/v1/simple", file=SPEECH)
+                enter_key(driver, "st1.half a token")
+                element(driver, "start").click()
+                torn = wait_for(driver, lambda s: s["state"] == "failed", "a torn token")
+                enter_key(driver, KEY)
+                element(driver, "start").click()
+                # Each attempt ends failed again, with its own words.
+                limit = wait_for(driver, lambda s: s["state"] == "failed" and
+                                 s["error"] != torn["error"], "the key's limit")
+                enter_key(driver, old_token)
+                element(driver, "start").click()
+                expired = wait_for(driver, lambda s: s["state"] == "failed" and
+                                   s["error"] != limit["error"], "the old token")
+                return {"torn": torn, "limit": limit, "expired": expired,
+                        "sockets": sockets(driver), "console": console(driver)}
+
+            page = await asyncio.to_thread(drive)
+    assert page["torn"]["error"] == (
+        "that is not a whole token (a token is st1. followed by two parts joined by a dot, as "
+        "/api/v1/token gives it); enter the API key or a fresh token")
+    assert len(page["sockets"]) == 2  # none for the torn token
+    assert page["limit"]["error"] == (
+        "the gateway accepted the API key but refused the connection: the key may be at its "
+        "limit of concurrent sessions or of audio per minute (HTTP 429; wait and try again), "
+        "or this page's origin may not connect (HTTP 403); the gateway's log says which")
+    assert re.fullmatch(r"the gateway refused the token: it expired at .+ \(tokens last at "
+                        r"most 1 s\); enter the API key, or a fresh token",
+                        page["expired"]["error"]), page["expired"]
+    assert not [e for e in page["console"] if e.get("source") == "javascript"], page["console"]
+
+
+# ---- speech to text ------------------------------------------------------------------------
+
+MORE_SPEECH = ROOT / "tests" / "data" / "speech_3_more_sentences.wav"
+GRAMMAR = ROOT / "tests" / "data" / "sentences.gram"
+MORE_SENTENCES = ["the red cat runs over the fence", "please text me later tonight",
+                  "have a great day"]
+GREY = "rgb(122, 131, 140)"
+# Every state each row of the table passes through, recorded as it changes.
+WATCH_ROWS = """
+window.rowHistory = [];
+const rows = document.getElementById("rows");
+new MutationObserver(() => {
+  Array.from(rows.rows).forEach((tr, i) => {
+    const seen = {kind: tr.className, text: tr.cells[2].querySelector(".text")?.textContent,
+                  color: getComputedStyle(tr.cells[2]).color};
+    const last = window.rowHistory.findLast((h) => h.row === i);
+    if (!last || last.kind !== seen.kind || last.text !== seen.text) {
+      window.rowHistory.push({row: i, ...seen});
+    }
+  });
+}).observe(rows, {childList: true, subtree: true, characterData: true});
+"""
+READ_WORDS = """
+return Array.from(document.querySelectorAll("#rows tr"), (tr) => ({
+  text: tr.cells[2].querySelector(".text").textContent,
+  words: Array.from(tr.cells[2].querySelectorAll(".word"),
+                    (w) => [w.firstChild.textContent, w.querySelector(".at").textContent])}));
+"""
+
+
+async def test_speech_to_text_interim_grey_text_is_replaced_by_the_final_words(
+        gateway: Any, browser: Callable[..., Browser], tmp_path: Path) -> None:
+    server = await gateway(workers=1, model__name="transcribe", model__grammar=str(GRAMMAR))
+    url = str(server.make_url("/"))
+
+    def drive() -> dict[str, Any]:
+        driver = browser(fake_audio=MORE_SPEECH)
+        open_page(driver, url, "transcribe")
+        driver.execute_script(WATCH_ROWS)
+        element(driver, "start").click()
+        # The picture for the docs: final text, and the growing sentence's interim in grey
+        # (or, on a slow machine that missed that moment, all three final results).
+        wait_for(driver, lambda s: (s["final"] >= 2 and s["interim_rows"] == 1) or
+                 s["final"] >= 3, "text of a sentence in progress", within=60)
+        shot = tmp_path / "browser.png"
+        driver.save_screenshot(str(shot))
+        if os.environ.get(SCREENSHOT_ENV):
+            shutil.copyfile(shot, os.environ[SCREENSHOT_ENV])
+        wait_for(driver, lambda s: s["final"] >= 3 and s["speech"] == "silence",
+                 "three final results", within=60)
+        element(driver, "start").click()  # now "Stop"
+        done = wait_for(driver, lambda s: s["state"] == "stopped", "the stream stopped")
+        return {"done": done, "rows": driver.execute_script(READ_WORDS),
+                "history": driver.execute_script("return window.rowHistory;"),
+                "console": console(driver), "protocol": protocol_problems(driver)}
+
+    page = await asyncio.to_thread(drive)
+    assert page["done"]["error"] == "" and page["done"]["failed"] == 0
+    rows = page["rows"]
+    assert [r["text"] for r in rows] == MORE_SENTENCES
+    previous_end = 0.0
+    for row, sentence in zip(rows, MORE_SENTENCES, strict=True):
+        assert [w for w, _ in row["words"]] == sentence.split(), row
+        for _, at in row["words"]:
+            times = re.fullmatch(r"(\d+\.\d\d)–(\d+\.\d\d) s", at)
+            assert times, at
+            start, end = float(times.group(1)), float(times.group(2))
+            assert previous_end - 0.01 <= start <= end, row  # in order on the timeline
+            previous_end = end
+    for i, sentence in enumerate(MORE_SENTENCES):
+        seen = [h for h in page["history"] if h["row"] == i]
+        interims = [h for h in seen if h["kind"] == "interim"]
+        # Grey interim text, each a beginning of the sentence, then the final text, black.
+        assert interims and all(h["color"] == GREY for h in interims), seen
+        assert all(sentence.startswith(h["text"].rstrip("…")) for h in interims), seen
+        assert seen[-1]["kind"] == "final" and seen[-1]["text"] == sentence, seen
+        assert seen[-1]["color"] != GREY
+        assert "final" not in [h["kind"] for h in seen[:-1]], seen  # nothing after the final
+    assert severe(page["console"]) == [], page["console"]
+    frames, wrong = page["protocol"]
+    assert frames > 2 and wrong == [], wrong
