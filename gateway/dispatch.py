@@ -165,7 +165,8 @@ class Dispatcher:
         request = InferenceRequest(
             request_id=rid, session_id=job.session_id, channel=job.channel, seq=job.seq,
             start_time=job.start_time, end_time=job.end_time, audio=job.audio,
-            is_final=job.is_final, stateful_key=job.stateful_key, trace=job.trace)
+            is_final=job.is_final, stateful_key=job.stateful_key, trace=job.trace,
+            step=job.step)
         fut: asyncio.Future[InferenceResult] = asyncio.get_running_loop().create_future()
         self._pending[rid] = _Pending(request, fut)
         fut.add_done_callback(partial(self._withdrawn, rid))

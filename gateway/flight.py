@@ -60,7 +60,7 @@ class Flight:
             log.exception("cannot settle the answer for %s", work.slot)
             self._on_broken(f"internal error: {exc}")
             result = None
-        if result is None:
+        if result is None or work.slot is None:
             self._slots.release()  # nothing will be sent for it
 
     def sent(self, out: Outgoing, sent_at: float | None) -> None:

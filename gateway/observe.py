@@ -57,8 +57,8 @@ class SessionMetrics:
         m.queue_wait.observe(max(0.0, round_trip - result.inference_time))
         m.inference.observe(result.inference_time)
         m.worker_busy.labels(str(result.worker_id)).inc(result.inference_time)
-        if work.job.seconds > 0:
-            m.rtf.labels("model").observe(result.inference_time / work.job.seconds)
+        if work.job.audio_seconds > 0:
+            m.rtf.labels("model").observe(result.inference_time / work.job.audio_seconds)
 
     def sent(self, out: Outgoing, now: float) -> None:
         if out.segment_seconds is None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 from aiohttp import web
@@ -29,6 +30,7 @@ from streamer.gateway.vad import VadSegmenter, VadSettings
 from streamer.logs import bind_log_fields, reset_log_fields
 from streamer.protocol import StartRequest
 from streamer.tracing import context_from_traceparent
+from streamer.workers.models import model_class
 
 tracer = trace.get_tracer("streamer.gateway")
 
@@ -52,8 +54,19 @@ def server_vad_settings(config: Config) -> VadSettings:
 
 def vad_segmenters(start: StartRequest, config: Config) -> list[Segmenter]:
     settings = VadSettings.from_options(start.options.get("vad"), server_vad_settings(config))
-    return [VadSegmenter(settings, interim=start.interim_results)
+    feed = config.session.feed_interval if streaming_model(config) else None
+    return [VadSegmenter(settings, interim=start.interim_results, feed_interval=feed)
             for _ in range(start.format.channels)]
+
+
+@functools.cache
+def _streams(name: str) -> bool:
+    return model_class(name).streaming()
+
+
+def streaming_model(config: Config) -> bool:
+    """Whether the configured model takes a segment's audio while it grows."""
+    return _streams(config.model.name)
 
 
 def websocket_route(endpoint: str, make_segmenters: SegmenterFactory):  # type: ignore[no-untyped-def]

@@ -36,7 +36,24 @@ class Activity:
     at: int
 
 
-SegmenterOutput = Segment | Activity
+@dataclass(frozen=True, slots=True)
+class Piece:
+    """Part of an open speech segment, for a streaming model: the samples from ``start +
+    offset`` on, not sent before. ``step`` says what the model does after taking them in:
+    ``feed`` (nothing to answer), ``partial`` (answer an interim), ``finish`` (the segment
+    ended: answer the final)."""
+
+    start: int   # the segment's first sample
+    offset: int  # where this piece begins, samples after ``start``
+    audio: np.ndarray
+    step: str
+
+    @property
+    def end(self) -> int:
+        return self.start + self.offset + len(self.audio)
+
+
+SegmenterOutput = Segment | Activity | Piece
 
 
 class Segmenter(Protocol):

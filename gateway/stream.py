@@ -21,7 +21,7 @@ from opentelemetry import trace
 from streamer.gateway.audio import MODEL_RATE, Decoder
 from streamer.gateway.ledger import Ledger, Outgoing, Slot
 from streamer.gateway.pool.base import Job
-from streamer.gateway.segmenters import Activity, Segment, Segmenter
+from streamer.gateway.segmenters import Activity, Piece, Segment, Segmenter
 from streamer.protocol import (
     ActivityEvent,
     ErrorEvent,
@@ -46,7 +46,7 @@ class Work:
     """A job for the pool and the slot its answer fills."""
 
     job: Job
-    slot: Slot
+    slot: Slot | None  # None: a piece fed to a streaming model, with no event of its own
     span: trace.Span
     audio_ready_at: float    # when the audio at the job's end reached the gateway
     audio_started_at: float  # when the audio at its start did
@@ -110,6 +110,8 @@ class StreamCore:
                       if stateful else [])
         self._arrivals = Arrivals()
         self.first_audio_at: float | None = None
+        self._feeding = 0  # pieces fed to a streaming model and not answered yet
+        self._notices: dict[int, str] = {}  # channel -> an error event for its next answer
 
     # ---- audio in, work out -------------------------------------------------------------
     def feed(self, data: bytes, now: float) -> Fed:
@@ -153,9 +155,13 @@ class StreamCore:
             for out in outs:
                 self._plan(channel, out, fed, now)
 
-    def _plan(self, channel: int, out: Segment | Activity, fed: Fed, now: float) -> None:
+    def _plan(self, channel: int, out: Segment | Activity | Piece, fed: Fed,
+              now: float) -> None:
         if isinstance(out, Activity):
             self._event(channel, ActivityEvent(out.kind, channel, out.at / MODEL_RATE))
+            return
+        if isinstance(out, Piece):
+            self._plan_piece(channel, out, fed, now)
             return
         start, end = out.start / MODEL_RATE, out.end / MODEL_RATE
         slot = self.ledger.plan(channel, end - start)
@@ -170,6 +176,47 @@ class StreamCore:
         fed.work.append(Work(job, slot, span, self._arrivals.of(out.end, now),
                              self._arrivals.of(out.start + 1, now)))
 
+    def _plan_piece(self, channel: int, piece: Piece, fed: Fed, now: float) -> None:
+        """A piece of an open segment for a streaming model. A ``feed`` has no event and takes
+        no slot: the stream waits for its answer only to learn of a failure or lost state,
+        told with the channel's next event."""
+        start, end = piece.start / MODEL_RATE, piece.end / MODEL_RATE
+        slot = None if piece.step == "feed" else self.ledger.plan(channel, end - start)
+        if slot is None:
+            self._feeding += 1
+        span = tracer.start_span(piece.step, context=self._ctx, attributes={
+            "session.id": self.session_id, "audio.channel": channel,
+            "segment.start_time": start, "segment.end_time": end,
+            "segment.piece_start_time": (piece.start + piece.offset) / MODEL_RATE,
+            "segment.seq": slot.seq if slot is not None else -1})
+        job = Job(self.session_id, channel, slot.seq if slot is not None else -1, start, end,
+                  piece.audio.tobytes(), piece.step == "finish",
+                  self._keys[channel] if self._keys else None,
+                  inject(trace.set_span_in_context(span)), step=piece.step)
+        fed.work.append(Work(job, slot, span, self._arrivals.of(piece.end, now),
+                             self._arrivals.of(piece.start + 1, now)))
+
+    def _fed_answer(self, work: Work, result: InferenceResult | None,
+                    error: str | None = None) -> None:
+        """A feed's answer: nothing to send, but a failure or lost state is told before the
+        channel's next event."""
+        self._feeding -= 1
+        work.span.end()
+        if result is not None:
+            error = result.error
+            if result.state_lost:
+                error = STATE_LOST
+        if error is not None:
+            job = work.job
+            self._notices.setdefault(job.channel, encode_event(ErrorEvent(
+                job.channel, error, job.start_time, job.end_time, False)))
+
+    def _with_notice(self, work: Work, out: Outgoing) -> Outgoing:
+        notice = self._notices.pop(work.job.channel, None)
+        if notice is not None and out.notice is None:
+            out.notice = notice
+        return out
+
     def _event(self, channel: int, event: ServerEvent) -> None:
         self.ledger.add(channel, Outgoing(encode_event(event), stream=self.number))
 
@@ -177,11 +224,17 @@ class StreamCore:
     def settle(self, work: Work, result: InferenceResult | None) -> None:
         """Fill ``work``'s slot with the event for ``result`` (None: withdrawn, nothing to
         send). Any failure to build the event becomes an error event naming the segment."""
+        if work.slot is None:
+            self._fed_answer(work, result)
+            return
         self.ledger.settle_by(work.slot, lambda: self._answer(work, result),
                               lambda exc: self._error(work, _explain(exc)))
 
     def fail(self, work: Work, message: str) -> None:
         """Answer ``work`` with an error event (it could not be run)."""
+        if work.slot is None:
+            self._fed_answer(work, None, message)
+            return
         work.span.set_status(trace.StatusCode.ERROR, message)
         work.span.end()
         self.ledger.settle_by(work.slot, lambda: self._error(work, message),
@@ -208,7 +261,7 @@ class StreamCore:
         if result.state_lost:
             out.notice = encode_event(ErrorEvent(job.channel, STATE_LOST, job.start_time,
                                                  job.end_time, job.is_final))
-        return out
+        return self._with_notice(work, out)
 
     def _error(self, work: Work, message: str, state_lost: bool = False) -> Outgoing:
         job = work.job
@@ -217,7 +270,7 @@ class StreamCore:
         if state_lost:
             out.notice = encode_event(ErrorEvent(job.channel, STATE_LOST, job.start_time,
                                                  job.end_time, job.is_final))
-        return out
+        return self._with_notice(work, out)
 
     def _outgoing(self, work: Work, text: str, ok: bool) -> Outgoing:
         job = work.job
@@ -244,7 +297,8 @@ class StreamCore:
 
     @property
     def open(self) -> int:
-        return self.ledger.open
+        """Outputs planned and not settled, and pieces fed and not answered."""
+        return self.ledger.open + self._feeding
 
     @property
     def backlog_seconds(self) -> float:

@@ -28,7 +28,7 @@ import numpy as np
 from streamer.config import build_section, setting
 from streamer.errors import ConfigError
 from streamer.gateway.audio import MODEL_RATE
-from streamer.gateway.segmenters import Activity, Segment, SegmenterOutput
+from streamer.gateway.segmenters import Activity, Piece, Segment, SegmenterOutput
 from streamer.protocol import invalid, json_kind
 
 FRAME_SAMPLES = 320  # 20 ms at 16 kHz
@@ -304,10 +304,16 @@ class VadSegmenter:
     frame. Speech longer than ``max_segment`` is cut there (inactive and final at the cut, then a
     new active at the same sample if the speech goes on). ``flush`` closes open speech at the end
     of the stream. Segments never overlap.
+
+    With ``feed_interval`` (seconds; for a streaming model) the segment's audio goes out while
+    it grows instead: a :class:`Piece` each time ``feed_interval`` more speech has come (a
+    ``partial`` one when an interim is due), and at its end a ``finish`` piece with the rest,
+    in place of the final ``Segment``. The pieces of a segment join up to exactly its audio.
     """
 
     def __init__(self, settings: VadSettings | None = None, interim: bool = False,
-                 detector: Detector | None = None, sample_rate: int = MODEL_RATE) -> None:
+                 detector: Detector | None = None, sample_rate: int = MODEL_RATE,
+                 feed_interval: float | None = None) -> None:
         settings = VadSettings() if settings is None else settings
         problem = settings.problem()
         if problem:
@@ -319,6 +325,10 @@ class VadSegmenter:
         self._pre_roll = round(settings.pre_roll * sample_rate)
         self._max_len = round(settings.max_segment * sample_rate)
         self._interim_len = max(1, round(settings.interim_interval * sample_rate))
+        # Streaming: pieces of the open segment every ``feed_interval`` seconds of speech.
+        self._feed_len = (None if feed_interval is None
+                          else max(1, round(feed_interval * sample_rate)))
+        self._fed = 0  # samples of the open segment already given out as pieces
         self._min_speech_frames = _frames(settings.min_speech * sample_rate, frame)
         self._min_silence_frames = _frames(settings.min_silence * sample_rate, frame)
         self._audio = _Timeline()
@@ -399,6 +409,10 @@ class VadSegmenter:
             cut = self._onset + self._max_len
             self._close(cut, out)
             self._open(cut, end, out)
+        if self._feed_len is not None:
+            if is_speech:
+                self._piece(out)
+            return
         if (self.interim and is_speech
                 and self._speech_end - self._onset >= self._next_interim):
             length = self._speech_end - self._onset
@@ -406,8 +420,24 @@ class VadSegmenter:
                                is_final=False))
             self._next_interim = (length // self._interim_len + 1) * self._interim_len
 
+    def _piece(self, out: list[SegmenterOutput]) -> None:
+        """Streaming: hand out the speech not given yet once it is ``feed_interval`` long, or
+        when an interim is due (then as a ``partial``)."""
+        assert self._feed_len is not None
+        length = self._speech_end - self._onset
+        interim = self.interim and length >= self._next_interim
+        if not interim and length - self._fed < self._feed_len:
+            return
+        out.append(Piece(self._onset, self._fed,
+                         self._audio.copy(self._onset + self._fed, self._speech_end),
+                         "partial" if interim else "feed"))
+        self._fed = length
+        if interim:
+            self._next_interim = (length // self._interim_len + 1) * self._interim_len
+
     def _open(self, onset: int, speech_end: int, out: list[SegmenterOutput]) -> None:
         self._speaking = True
+        self._fed = 0
         self._onset = onset
         self._speech_end = speech_end
         self._silent_frames = 0
@@ -416,7 +446,12 @@ class VadSegmenter:
 
     def _close(self, end: int, out: list[SegmenterOutput]) -> None:
         out.append(Activity("inactive", end))
-        out.append(Segment(self._onset, self._audio.copy(self._onset, end), is_final=True))
+        if self._feed_len is None:
+            out.append(Segment(self._onset, self._audio.copy(self._onset, end), is_final=True))
+        else:  # the rest of the segment; the model has the part before it
+            fed = min(self._fed, end - self._onset)
+            out.append(Piece(self._onset, fed, self._audio.copy(self._onset + fed, end),
+                             "finish"))
         self._speaking = False
         self._last_end = end
         self._silent_frames = 0

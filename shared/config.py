@@ -130,6 +130,9 @@ class SessionConfig:
     max_text_bytes: int = setting(16384, 256, 1 << 20, "largest control message, bytes")
     max_text_per_second: float = setting(50.0, 1.0, 100_000.0, "control messages per second "
                                          "before a session is closed as a flood")
+    feed_interval: float = setting(0.2, 0.02, 5.0, "seconds of speech between the pieces of "
+                                   "an open segment sent to a streaming model on "
+                                   "/api/v1/segmented")
 
 
 @dataclass(frozen=True, slots=True)

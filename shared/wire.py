@@ -157,6 +157,9 @@ def _envelope(cls: type[_E]) -> type[_E]:
     return cls
 
 
+STEPS = ("", "feed", "partial", "finish")
+
+
 @_envelope
 @dataclass(frozen=True, slots=True)
 class InferenceRequest(_Envelope):
@@ -175,6 +178,7 @@ class InferenceRequest(_Envelope):
     attempt: int = 0
     sent_at: float = 0.0
     trace: dict[str, str] = field(default_factory=dict)
+    step: str = ""  # "" a whole segment; "feed", "partial", "finish": a streaming model's piece
 
     @property
     def samples(self) -> np.ndarray:
@@ -184,6 +188,8 @@ class InferenceRequest(_Envelope):
         if len(self.audio) % 4:
             raise WireError(f"request audio is {len(self.audio)} bytes, not whole float32 "
                             "samples")
+        if self.step not in STEPS:
+            raise WireError(f"request step {self.step!r} is not one of {STEPS}")
 
 
 @_envelope

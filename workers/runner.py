@@ -35,7 +35,7 @@ class Runner:
         started = time.perf_counter()
         output: Any
         try:
-            output = self.model.infer(req.samples, _info(req))
+            output = self._step(req) if req.step else self.model.infer(req.samples, _info(req))
         except Exception as exc:  # a model bug must cost one segment, not the worker
             output = exc
         return self._result(req, received, output, time.perf_counter() - started, 1, span)
@@ -46,7 +46,7 @@ class Runner:
         batches runs them in one call and each result carries ``batch_size`` and its share of
         the time; any other model runs them one by one, each result yielded as soon as it is
         ready, so batching never delays an answer for nothing."""
-        if len(batch) == 1 or not self.model.batches():
+        if len(batch) == 1 or not self.model.batches() or any(r.step for r, _ in batch):
             for req, received in batch:
                 yield self.run(req, received)
             return
@@ -64,6 +64,23 @@ class Runner:
         results = [self._result(req, received, output, share, len(batch), span)
                    for (req, received), output, span in zip(batch, outputs, spans, strict=True)]
         yield from results
+
+    def _step(self, req: InferenceRequest) -> dict[str, Any]:
+        """A piece of an open segment for a streaming model: feed it, then answer as asked
+        (a ``feed`` answers an empty output, which the gateway does not send)."""
+        model = self.model
+        if not model.streaming():
+            raise ModelError(f"the model is not a streaming model; cannot {req.step!r}")
+        key = req.stateful_key or f"{req.session_id}/{req.channel}"
+        info = _info(req)
+        samples = req.samples
+        if len(samples) or req.step == "feed":
+            model.feed(key, samples, info)
+        if req.step == "partial":
+            return model.partial(key, info)
+        if req.step == "finish":
+            return model.finish(key, info)
+        return {}
 
     def _span(self, req: InferenceRequest) -> trace.Span:
         return tracer.start_span("inference", context=context_from_carrier(req.trace),

@@ -17,7 +17,10 @@ from streamer.wire import InferenceResult, WorkerConfig
 class Job:
     """One segment of one channel for the model: what a stream knows, nothing about transport.
     ``stateful_key`` names the model state it belongs to (all jobs with one key reach the same
-    worker, in order); ``trace`` carries the W3C context of its dispatch span."""
+    worker, in order); ``trace`` carries the W3C context of its dispatch span. ``step`` is empty
+    for a whole segment (the model's ``infer``); for a piece of an open segment sent to a
+    streaming model it is ``feed``, ``partial`` or ``finish`` and ``audio`` holds only the
+    samples from ``end_time - len(audio)`` on (``start_time`` stays the segment's start)."""
 
     session_id: str
     channel: int
@@ -28,10 +31,16 @@ class Job:
     is_final: bool | None = None
     stateful_key: str | None = None
     trace: dict[str, str] = field(default_factory=dict)
+    step: str = ""
 
     @property
     def seconds(self) -> float:
         return self.end_time - self.start_time
+
+    @property
+    def audio_seconds(self) -> float:
+        """Seconds of audio the job carries (a piece carries less than its segment)."""
+        return len(self.audio) / 4 / 16_000
 
 
 @dataclass(frozen=True, slots=True)

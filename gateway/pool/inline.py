@@ -53,7 +53,8 @@ class InlinePool:
         request = InferenceRequest(
             request_id=next(self._ids), session_id=job.session_id, channel=job.channel,
             seq=job.seq, start_time=job.start_time, end_time=job.end_time, audio=job.audio,
-            is_final=job.is_final, stateful_key=job.stateful_key, trace=job.trace)
+            is_final=job.is_final, stateful_key=job.stateful_key, trace=job.trace,
+            step=job.step)
         if self._executor is None:
             fut: asyncio.Future[InferenceResult] = loop.create_future()
             fut.set_result(self._runner.run(request, time.time()))

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from streamer.errors import ConfigError, ProtocolError
-from streamer.gateway.segmenters import Activity, Segment, SegmenterOutput
+from streamer.gateway.segmenters import Activity, Piece, Segment, SegmenterOutput
 from streamer.gateway.vad import EnergyVad, SileroVad, VadSegmenter, VadSettings
 from tests.signals import (
     DATA,
@@ -392,3 +392,44 @@ def test_invariants_hold_for_random_audio_and_settings(seed: int) -> None:
     got = run(x, settings, interim=True, chunk=len(x))
     assert [(type(o), getattr(o, "start", None), getattr(o, "at", None)) for o in got] == \
         [(type(o), getattr(o, "start", None), getattr(o, "at", None)) for o in want]
+
+
+def pieces_to_segments(out: list[SegmenterOutput]) -> list[Segment]:
+    """Join each segment's pieces (checking they follow on) into the segment they make."""
+    joined: list[Segment] = []
+    parts: list[np.ndarray] = []
+    start = -1
+    for o in out:
+        if isinstance(o, Piece):
+            if not parts:
+                start = o.start
+            assert o.start == start and o.offset == sum(len(p) for p in parts), out
+            parts.append(o.audio)
+            if o.step == "finish":
+                joined.append(Segment(start, np.concatenate(parts), is_final=True))
+                parts = []
+        else:
+            assert not isinstance(o, Segment), "a whole segment while streaming"
+    assert not parts, "a segment never finished"
+    return joined
+
+
+@pytest.mark.parametrize("interim", [False, True])
+@pytest.mark.parametrize("chunk", [160, 320, 3200])
+def test_streaming_pieces_join_up_to_exactly_the_segments(interim: bool, chunk: int) -> None:
+    settings = VadSettings(max_segment=1.5, interim_interval=0.3)
+    x = with_background(bursts([(0.5, 1.5), (2.5, 5.0)], 6.0, kind="noise"), -60.0)
+    whole = finals(run(x, settings, chunk=chunk))
+    out = run(x, settings, interim, chunk=chunk, feed_interval=0.1)
+    joined = pieces_to_segments(out)
+    assert [(s.start, s.end) for s in joined] == [(s.start, s.end) for s in whole]
+    for a, b in zip(joined, whole, strict=True):
+        assert np.array_equal(a.audio, b.audio)
+    pieces = [o for o in out if isinstance(o, Piece) and o.step != "finish"]
+    assert all(len(p.audio) >= n_samples(0.1) or p.step == "partial" for p in pieces)
+    partials = [p for p in pieces if p.step == "partial"]
+    if interim:  # interims as often as without streaming, now as partial pieces
+        assert len(partials) == len([o for o in run(x, settings, True, chunk=chunk)
+                                     if isinstance(o, Segment) and o.is_final is False])
+    else:
+        assert not partials

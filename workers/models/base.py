@@ -36,6 +36,13 @@ class Model:
     that keeps state between segments of one stream sets ``stateful = True``; the gateway then
     sends every segment of a (session, channel) to the same worker, in order, and calls
     ``end_stream`` when that stream is over.
+
+    A *streaming* model (stateful, and implementing :meth:`feed`, :meth:`partial` and
+    :meth:`finish`) hears a speech segment while it is spoken: on ``/api/v1/segmented`` the
+    gateway sends the segment's new audio every ``session.feed_interval`` seconds to ``feed``,
+    asks ``partial`` when the client is due an interim result and ``finish`` at the segment's
+    end, so finishing costs the last piece, not a decode of the whole segment. ``infer`` still
+    answers whole segments (``/api/v1/simple``).
     """
 
     stateful: ClassVar[bool] = False
@@ -74,6 +81,27 @@ class Model:
 
     def end_stream(self, stateful_key: str) -> None:
         """Forget what was kept for one stream (stateful models only)."""
+
+    # ---- streaming models -------------------------------------------------------------------
+    def feed(self, stateful_key: str, audio: np.ndarray, info: SegmentInfo) -> None:
+        """Take in the next piece of the open segment: ``audio`` ends at ``info.end_time``;
+        ``info.start_time`` is the segment's start (a new value: a new segment began)."""
+        raise NotImplementedError
+
+    def partial(self, stateful_key: str, info: SegmentInfo) -> dict[str, Any]:
+        """The interim output for the open segment so far."""
+        raise NotImplementedError
+
+    def finish(self, stateful_key: str, info: SegmentInfo) -> dict[str, Any]:
+        """The segment ended (its last piece was just fed): the final output; close it."""
+        raise NotImplementedError
+
+    @classmethod
+    def streaming(cls) -> bool:
+        """Whether this model takes open segments piece by piece (see the class docstring)."""
+        return cls.stateful and all(
+            getattr(cls, name) is not getattr(Model, name)
+            for name in ("feed", "partial", "finish"))
 
 
 M = TypeVar("M", bound=type[Model])
@@ -128,7 +156,7 @@ def import_model(path: str) -> type[Model]:
     if not (isinstance(obj, type) and issubclass(obj, Model)):
         raise ConfigError(f"model {path!r}: {attr} is not a model class (subclass "
                           "streamer.workers.models.Model and implement infer)")
-    if obj.infer is Model.infer and obj.infer_batch is Model.infer_batch:
+    if obj.infer is Model.infer and obj.infer_batch is Model.infer_batch and not obj.streaming():
         raise ConfigError(f"model {path!r}: {attr} implements neither infer nor infer_batch")
     if not dataclasses.is_dataclass(obj.Params):
         raise ConfigError(f"model {path!r}: {attr}.Params must be a dataclass of its settings")

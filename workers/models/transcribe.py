@@ -4,10 +4,10 @@ Output per segment: ``text``; on a final segment (and on each ``/simple`` chunk)
 list of ``{"word", "start_time", "end_time", "confidence"}`` with times in seconds on the stream's
 audio timeline. Interim segments give the text so far.
 
-Through today's model interface every interim result carries the whole segment so far; the model
-notices that a call continues the utterance it has open for the stream (same start, the audio it
-already decoded as a prefix) and decodes only the new tail, so interims cost their increment.
-Anything else (a new segment, a retry on another worker) starts a fresh utterance.
+It is a streaming model: on ``/api/v1/segmented`` the gateway feeds each speech segment to the
+stream's recogniser while it is spoken (``feed``), an interim is the decoder's current hypothesis
+(``partial``) and the final closes the utterance (``finish``). ``infer`` decodes whole segments
+(``/api/v1/simple``); it too continues an utterance it has open when a call only extends it.
 
 The recognition itself lives in :mod:`streamer.workers.models.speech`; this module binds it to the
 worker's model interface and validates the options.
@@ -25,7 +25,13 @@ import numpy as np
 from streamer.config import setting
 from streamer.errors import ConfigError
 from streamer.workers.models.base import Model, SegmentInfo, register
-from streamer.workers.models.speech import DecoderPool, StreamingRecognizer, to_s16
+from streamer.workers.models.speech import (
+    SAMPLE_RATE,
+    DecoderPool,
+    StreamingRecognizer,
+    Transcript,
+    to_s16,
+)
 
 WARMUP_SECONDS = 1.0
 
@@ -98,6 +104,7 @@ class TranscribeModel(Model):
         super().__init__(params)
         self._pool: DecoderPool | None = None
         self._streams: dict[str, StreamingRecognizer] = {}
+        self._segments: dict[str, float] = {}  # key -> start of the segment being fed
 
     def decoder_options(self) -> dict[str, Any]:
         p = self.params
@@ -183,7 +190,28 @@ class TranscribeModel(Model):
         result = rec.finish()
         return {"text": result.text, "words": [w.to_dict() for w in result.words]}
 
+    # ---- streaming: a segment piece by piece -----------------------------------------------
+    def feed(self, stateful_key: str, audio: np.ndarray, info: SegmentInfo) -> None:
+        rec = self.recognizer(stateful_key)
+        if self._segments.get(stateful_key) != info.start_time or rec.start_time is None:
+            # A new segment, or this worker lost the first pieces (another one died holding
+            # them): the utterance starts where this piece does.
+            rec.begin(info.end_time - len(audio) / SAMPLE_RATE)
+            self._segments[stateful_key] = info.start_time
+        rec.feed(audio)
+
+    def partial(self, stateful_key: str, info: SegmentInfo) -> dict[str, Any]:
+        rec = self._streams.get(stateful_key)
+        return {"text": rec.partial() if rec is not None else ""}
+
+    def finish(self, stateful_key: str, info: SegmentInfo) -> dict[str, Any]:
+        self._segments.pop(stateful_key, None)
+        rec = self._streams.get(stateful_key)
+        result = rec.finish() if rec is not None else Transcript("")
+        return {"text": result.text, "words": [w.to_dict() for w in result.words]}
+
     def end_stream(self, stateful_key: str) -> None:
+        self._segments.pop(stateful_key, None)
         rec = self._streams.pop(stateful_key, None)
         if rec is not None:
             rec.reset()
