@@ -32,6 +32,7 @@ class InlinePool:
                           if mode == "thread" else None)
         self._inflight = 0
         self._ids = itertools.count(1)
+        self._tails: dict[str, asyncio.Future[InferenceResult]] = {}  # a stream's last job
 
     @property
     def stateful(self) -> bool:
@@ -60,14 +61,33 @@ class InlinePool:
             fut.set_result(self._runner.run(request, time.time()))
             return fut
         self._inflight += 1
-        out = loop.run_in_executor(self._executor, self._runner.run, request, time.time())
+        key = job.stateful_key
+        if key is None:
+            out = loop.run_in_executor(self._executor, self._runner.run, request, time.time())
+        else:  # one stream's jobs run one at a time, in order, like on its worker
+            out = loop.create_task(self._after(self._tails.get(key), request))
+            self._tails[key] = out
         out.add_done_callback(self._done)
         return out
+
+    async def _after(self, previous: asyncio.Future[InferenceResult] | None,
+                     request: InferenceRequest) -> InferenceResult:
+        if previous is not None and not previous.done():
+            await asyncio.wait([previous])
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, self._runner.run, request,
+                                          time.time())
 
     def _done(self, _: object) -> None:
         self._inflight -= 1
 
     def release(self, stateful_key: str) -> None:
+        tail = self._tails.pop(stateful_key, None)
+        if tail is not None and not tail.done() and self._executor is not None:
+            # after the stream's last job, on the thread pool like its jobs
+            tail.add_done_callback(lambda _: self._executor.submit(  # type: ignore[union-attr]
+                self._runner.model.end_stream, stateful_key))
+            return
         self._runner.model.end_stream(stateful_key)
 
     def stats(self) -> PoolStats:

@@ -1,0 +1,212 @@
+#!/usr/bin/env python
+"""Live transcription under load: the streaming ``transcribe`` model in worker processes against
+the same model in a thread pool inside the gateway (the usual Python server's design), one run.
+
+Both placements run the same pipeline: the gateway (in this process, its loop timed) segments with
+the chosen detector (silero by default) and feeds each open speech segment to the stream's
+recogniser every ``session.feed_interval`` while it is spoken; the thread placement runs those
+pieces on a ``ThreadPoolExecutor`` in the gateway process, one stream's pieces in order. Load
+comes from ``streamer-loadtest`` in another process: N sessions each streaming the espeak-ng
+speech fixture in real time (``--clips`` times over, so about 6.25 s per clip).
+
+Per placement and session count it reports the finalization latency (arrival of a final result
+minus the time the frame holding its last sample was sent: it includes the detector's
+``min_silence`` wait, 0.5 s by default), the gateway's event-loop lag, and the CPU of the gateway
+and its workers per second of audio. The ladder stops at the first count whose finalization p99
+reaches the target (1 s) or that loses a session. ``--cpu`` then compares CPU per audio second
+with interim results on and off (embedded workers).
+
+Usage (from the repository root): .venv/bin/python scripts/bench_streaming.py [--quick]
+    [--sessions 1,2,4,6] [--placements embedded,thread] [--detector silero|energy]
+    [--json FILE] [--markdown]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import math
+import time
+from typing import Any
+
+import psutil
+from bench_common import (
+    ROOT,
+    LagMonitor,
+    fmt_ms,
+    loadtest,
+    machine,
+    markdown_table,
+    percentiles,
+    serve,
+    table,
+    write_json,
+)
+
+from streamer.config import Config, load_config
+
+SPEECH = ROOT / "tests" / "data" / "speech_3_sentences.wav"
+TARGET = 1.0  # finalization p99, seconds
+WORKERS = 2
+
+
+def make_config(placement: str, sessions: int, detector: str) -> Config:
+    per_worker = sessions if placement == "thread" else math.ceil(sessions / WORKERS)
+    return load_config(env={}, overrides={
+        "pool.workers": WORKERS, "pool.worker_nice": 0, "server.heartbeat": 0,
+        "server.log_level": "ERROR", "model.name": "transcribe",
+        # a decoder for every stream a worker holds: no replays after an eviction
+        "model.decoders": per_worker + 1, "vad.detector": detector})
+
+
+def cpu_seconds(proc: psutil.Process) -> tuple[float, float]:
+    """CPU time of this process (the gateway) and of its children (the workers)."""
+    own = proc.cpu_times()
+    children = 0.0
+    for child in proc.children(recursive=True):
+        try:
+            t = child.cpu_times()
+            children += t.user + t.system
+        except psutil.Error:
+            pass
+    return own.user + own.system, children
+
+
+async def level(url: str, sessions: int, clips: int, interims: bool) -> dict[str, Any]:
+    """One load test against a running gateway; its report and what this process measured."""
+    me = psutil.Process()
+    monitor = LagMonitor()
+    monitor.start()
+    gw0, workers0 = cpu_seconds(me)
+    t0 = time.perf_counter()
+    args = ["-i", str(SPEECH), "--endpoint", "segmented", "--real-time", "-n", str(sessions),
+            "--streams", str(clips), "--ramp-up", "1.0", "--drain-timeout", "20"]
+    if interims:
+        args.append("--interim-results")
+    report = await loadtest(url, *args, limit=clips * 7 * 3 + 60)
+    t1 = time.perf_counter()
+    gw1, workers1 = cpu_seconds(me)
+    await monitor.stop()
+    audio = report["audio_seconds"] or 1.0
+    fin = report["finalization"]
+    return {
+        "sessions": sessions, "interims": interims, "audio_seconds": report["audio_seconds"],
+        "finalization_p50": fin["p50"], "finalization_p99": fin["p99"],
+        "finals": report["results"], "interim_results": report["interim_results"],
+        "failed": report["failed"] + report["refused"], "errors": report["errors"],
+        "lag": percentiles(monitor.between(t0, t1)),
+        "gateway_cpu_per_audio_s": (gw1 - gw0) / audio,
+        "workers_cpu_per_audio_s": (workers1 - workers0) / audio,
+        "machine_busy_cores": report.get("machine_busy_cores"),
+        "held": (report["failed"] + report["refused"] == 0 and fin["p99"] is not None
+                 and fin["p99"] < TARGET)}
+
+
+async def ladder(placement: str, counts: list[int], clips: int, detector: str,
+                 interims: bool) -> list[dict[str, Any]]:
+    rows = []
+    async with serve(make_config(placement, max(counts), detector), placement) as gw:
+        url = f"{gw.url}/api/v1/segmented"
+        for n in counts:
+            row = await level(url, n, clips, interims)
+            row["placement"] = placement
+            rows.append(row)
+            print(f"  {placement:8} {n:2} sessions: finalization p99 "
+                  f"{fmt_ms(row['finalization_p99'], 0)} ms, lag p99 "
+                  f"{fmt_ms(row['lag']['p99'])} ms", flush=True)
+            if not row["held"]:
+                break
+    return rows
+
+
+async def cpu_ratio(sessions: int, clips: int, detector: str) -> list[dict[str, Any]]:
+    rows = []
+    async with serve(make_config("embedded", sessions, detector), "embedded") as gw:
+        url = f"{gw.url}/api/v1/segmented"
+        for interims in (False, True, False, True):  # interleaved: the machine's load drifts
+            row = await level(url, sessions, clips, interims)
+            rows.append(row)
+            print(f"  interims {'on ' if interims else 'off'}: workers "
+                  f"{row['workers_cpu_per_audio_s']:.3f} CPU s per audio s", flush=True)
+    return rows
+
+
+def capacity(rows: list[dict[str, Any]]) -> int:
+    return max((r["sessions"] for r in rows if r["held"]), default=0)
+
+
+HEADERS = ["placement", "sessions", "finalization p50 ms", "finalization p99 ms", "held (< 1 s)",
+           "loop lag p99 ms", "loop lag max ms", "gateway CPU s / audio s",
+           "workers CPU s / audio s", "interim results"]
+
+
+def row_cells(r: dict[str, Any]) -> list[object]:
+    return [r["placement"], r["sessions"], fmt_ms(r["finalization_p50"], 0),
+            fmt_ms(r["finalization_p99"], 0), "yes" if r["held"] else "no",
+            fmt_ms(r["lag"]["p99"]), fmt_ms(r["lag"]["max"]),
+            f"{r['gateway_cpu_per_audio_s']:.3f}", f"{r['workers_cpu_per_audio_s']:.3f}",
+            r["interim_results"]]
+
+
+def summary(result: dict[str, Any]) -> list[list[object]]:
+    out: list[list[object]] = []
+    caps = {p: capacity(rows) for p, rows in result["ladders"].items()}
+    for p, n in caps.items():
+        out.append([f"sessions held, {p}", n])
+    one = {p: rows[0]["finalization_p99"] for p, rows in result["ladders"].items() if rows}
+    if "embedded" in one and "thread" in one and one["thread"]:
+        out.append(["finalization p99 at 1 session, embedded / thread",
+                    f"{one['embedded'] / one['thread']:.2f}x"])
+    cpu = result.get("cpu") or []
+    on = [r["workers_cpu_per_audio_s"] for r in cpu if r["interims"]]
+    off = [r["workers_cpu_per_audio_s"] for r in cpu if not r["interims"]]
+    if on and off:
+        out.append(["workers CPU per audio s, interims on / off",
+                    f"{sum(on) / len(on):.3f} / {sum(off) / len(off):.3f} = "
+                    f"{(sum(on) / len(on)) / (sum(off) / len(off)):.2f}x"])
+    return out
+
+
+async def run(args: argparse.Namespace) -> dict[str, Any]:
+    counts = [int(n) for n in args.sessions.split(",")]
+    result: dict[str, Any] = {"machine": machine(), "clips": args.clips,
+                              "detector": args.detector, "ladders": {}}
+    for placement in args.placements.split(","):
+        print(f"{placement}:", flush=True)
+        result["ladders"][placement] = await ladder(placement, counts, args.clips,
+                                                    args.detector, args.interims)
+    if args.cpu:
+        print("CPU, interim results on and off:", flush=True)
+        result["cpu"] = await cpu_ratio(args.cpu, args.clips, args.detector)
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--sessions", default="1,2,3,4,6,8")
+    parser.add_argument("--placements", default="embedded,thread")
+    parser.add_argument("--clips", type=int, default=2, help="clips per session (6.25 s each)")
+    parser.add_argument("--detector", default="silero", choices=["silero", "energy"])
+    parser.add_argument("--interims", action=argparse.BooleanOptionalAction, default=True,
+                        help="ask for interim results in the ladders")
+    parser.add_argument("--cpu", type=int, default=2, metavar="SESSIONS",
+                        help="sessions for the interims on/off CPU comparison (0: skip)")
+    parser.add_argument("--quick", action="store_true", help="1 clip, sessions 1,2,4")
+    parser.add_argument("--json")
+    parser.add_argument("--markdown", action="store_true")
+    args = parser.parse_args()
+    if args.quick:
+        args.clips, args.sessions = 1, "1,2,4"
+    result = asyncio.run(run(args))
+    rows = [row_cells(r) for rows in result["ladders"].values() for r in rows]
+    rows += [row_cells(dict(r, placement="embedded, cpu")) for r in result.get("cpu", [])]
+    print()
+    print(markdown_table(HEADERS, rows) if args.markdown else table(HEADERS, rows))
+    print()
+    s = summary(result)
+    print(markdown_table(["", ""], s) if args.markdown else table(["", ""], s))
+    write_json(args.json, result)
+
+
+if __name__ == "__main__":
+    main()
