@@ -81,6 +81,11 @@ class TranscribeModel(Model):
                                 "model)")
         decoders: int = setting(2, 1, 64, "decoders built per worker; more utterances open at "
                                 "once than this are decoded by turns, replaying audio")
+        rescore: bool = setting(False, doc="with a language model, rescore each utterance when "
+                                "it ends (pocketsphinx's "
+                                "fwdflat and bestpath passes): slightly different words, but "
+                                "the final then costs about half the utterance's decoding "
+                                "again instead of one piece")
 
         def __post_init__(self) -> None:
             # Checked when the gateway validates its config, before any worker starts.
@@ -109,6 +114,8 @@ class TranscribeModel(Model):
     def decoder_options(self) -> dict[str, Any]:
         p = self.params
         options: dict[str, Any] = {"samprate": 16000, "loglevel": "FATAL"}
+        if not p.rescore and not p.grammar and not p.keywords:  # n-gram search only
+            options.update(fwdflat=False, bestpath=False)
         for key, value in (("hmm", p.acoustic_model), ("dict", p.dictionary),
                            ("lm", p.language_model), ("jsgf", p.grammar), ("kws", p.keywords)):
             if value:
