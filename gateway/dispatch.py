@@ -235,14 +235,24 @@ class Dispatcher:
         if key is not None and key in self._affinity:
             wid = self._affinity[key]
             return wid if self._workers[wid].takes(self.per_worker, suspect) else None
-        free = [(len(w.inflight), wid) for wid, w in self._workers.items()
+        pinned = self._pinned() if key is not None else {}
+        # A new stream goes to the worker with the fewest jobs, then the fewest streams: on
+        # idle workers streams would otherwise all pile onto the first one.
+        free = [(len(w.inflight), pinned.get(wid, 0), wid) for wid, w in self._workers.items()
                 if w.takes(self.per_worker, suspect)]
         if not free:
             return None
-        wid = min(free)[1]
+        wid = min(free)[2]
         if key is not None:
             self._affinity[key] = wid
         return wid
+
+    def _pinned(self) -> dict[int, int]:
+        """Streams (stateful keys) each worker holds."""
+        count: dict[int, int] = {}
+        for wid in self._affinity.values():
+            count[wid] = count.get(wid, 0) + 1
+        return count
 
     def _pump(self) -> None:
         """Hand queued requests to workers with room, oldest first."""

@@ -108,6 +108,20 @@ async def test_affinity_keeps_a_stream_on_one_worker_and_end_stream_tells_it():
     assert isinstance(w.sent[0][-1], EndSession)
 
 
+async def test_streams_that_start_on_idle_workers_spread_over_them():
+    d, w = Dispatcher(per_worker=2), Wires()
+    for wid in range(3):
+        w.add(d, wid)
+    for n, key in enumerate("ABCD", start=1):  # each stream's first job is answered at once
+        d.submit(req(n, key))
+        holder = next(wid for wid in w.sent if n in w.ids(wid))
+        d.on_result(ok(n, holder))
+    assert sorted(len(w.ids(wid)) for wid in w.sent) == [1, 1, 2]
+    d.release("A")
+    d.submit(req(5, "E"))  # takes the place A left
+    assert 5 in w.ids(next(wid for wid in w.sent if 1 in w.ids(wid)))
+
+
 async def test_a_result_counts_only_from_the_worker_that_holds_the_request():
     d, w = Dispatcher(per_worker=1, max_retries=2), Wires()
     w.add(d, 0)
