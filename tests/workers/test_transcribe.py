@@ -243,3 +243,57 @@ def test_keyword_spotting_finds_a_phrase(tmp_path) -> None:  # type: ignore[no-u
     audio, start = sentence(*CASES[1][:3])
     out = model.infer(audio, info("kws", start, audio))
     assert "tomorrow" in out["text"].split(), out
+
+
+def test_pieces_through_the_runner_give_the_words_of_one_whole_decode(
+        open_model: TranscribeModel) -> None:
+    """feed, partial and finish as the gateway sends them to a streaming model: the final is
+    the whole segment's decode, words and times, and a piece after a lost start begins there."""
+    from streamer.wire import InferenceRequest
+    from streamer.workers.runner import Runner
+
+    assert TranscribeModel.streaming()
+    audio, start = sentence(*CASES[0][:3])
+    runner = Runner(open_model, worker_id=0)
+    step = n_samples(0.2)
+
+    def piece(rid: int, a: int, b: int, kind: str, key: str = "pieces") -> dict[str, object]:
+        req = InferenceRequest(rid, "s", 0, rid, start, start + b / RATE,
+                               audio[a:b].tobytes(), kind == "finish", key, step=kind)
+        result = runner.run(req, 0.0)
+        assert result.error is None, result.error
+        assert result.output is not None
+        return result.output
+
+    partials = []
+    fed = 0
+    for rid in range(1, len(audio) // step):
+        out = piece(rid, fed, fed + step, "partial" if rid % 3 == 0 else "feed")
+        fed += step
+        if rid % 3:
+            assert out == {}  # a feed answers nothing
+        else:
+            partials.append(out["text"])
+    final = piece(99, fed, len(audio), "finish")
+    whole = open_model.infer(audio, info("whole", start, audio))
+    assert final == whole and final["text"]
+    assert partials and all(isinstance(p, str) for p in partials)
+    assert open_model.recognizer("pieces").start_time is None  # the utterance is closed
+    # A worker that never saw the segment's start: the utterance starts at the piece.
+    late = piece(100, step * 4, len(audio), "finish", key="late")
+    words = late["words"]
+    assert isinstance(words, list) and words
+    assert words[0]["start_time"] >= start + 4 * step / RATE
+    for key in ("pieces", "whole", "late"):
+        open_model.end_stream(key)
+
+
+def test_a_step_for_a_model_that_does_not_stream_is_an_error_result() -> None:
+    from streamer.wire import InferenceRequest
+    from streamer.workers.runner import Runner
+
+    runner = Runner(make_model("counter", {}), worker_id=0)
+    req = InferenceRequest(1, "s", 0, 1, 0.0, 0.1, np.zeros(1600, np.float32).tobytes(),
+                           False, "k", step="feed")
+    result = runner.run(req, 0.0)
+    assert result.output is None and "not a streaming model" in (result.error or "")

@@ -195,7 +195,7 @@ class TranscribeModel(Model):
         if info.is_final is False:
             return {"text": rec.partial()}
         result = rec.finish()
-        return {"text": result.text, "words": [w.to_dict() for w in result.words]}
+        return {"text": result.text, "words": self._words(result)}
 
     # ---- streaming: a segment piece by piece -----------------------------------------------
     def feed(self, stateful_key: str, audio: np.ndarray, info: SegmentInfo) -> None:
@@ -215,7 +215,16 @@ class TranscribeModel(Model):
         self._segments.pop(stateful_key, None)
         rec = self._streams.get(stateful_key)
         result = rec.finish() if rec is not None else Transcript("")
-        return {"text": result.text, "words": [w.to_dict() for w in result.words]}
+        return {"text": result.text, "words": self._words(result)}
+
+    def _words(self, result: Transcript) -> list[dict[str, Any]]:
+        """Word dicts; without the rescoring pass an n-gram search has no posteriors (every
+        word would say 1.0), so its words carry no confidence."""
+        words = [w.to_dict() for w in result.words]
+        if not self.params.rescore and not self.params.grammar and not self.params.keywords:
+            for w in words:
+                w["confidence"] = None
+        return words
 
     def end_stream(self, stateful_key: str) -> None:
         self._segments.pop(stateful_key, None)
