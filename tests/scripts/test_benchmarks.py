@@ -126,3 +126,20 @@ def test_nats_bench_compares_the_pool_with_a_bare_request(tmp_path):
         assert 0 < r[path]["p50"] <= r[path]["p99"] and r[path]["n"] >= 100
     assert r["lag"]["segments_per_s"] > 0 and r["lag"]["n"] > 0
     assert r["one_gateway"] > 0 and r["two_gateways"] > 0
+
+
+def test_streaming_bench_runs_a_placement_and_the_cpu_comparison(tmp_path: Path) -> None:
+    out = tmp_path / "streaming.json"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("STREAMER_")}
+    proc = subprocess.run([sys.executable, str(SCRIPTS / "bench_streaming.py"), "--sessions", "1",
+                           "--clips", "1", "--placements", "thread", "--cpu", "1",
+                           "--json", str(out)], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    r = json.loads(out.read_text())
+    (row,) = r["ladders"]["thread"]
+    assert row["finals"] == 3 and row["failed"] == 0 and row["interim_results"] > 0
+    assert row["finalization_p50"] > 0 and row["lag"]["n"] > 0
+    assert [c["interims"] for c in r["cpu"]] == [False, True, False, True]
+    assert all(c["workers_cpu_per_audio_s"] > 0 and c["finals"] == 3 for c in r["cpu"])
+    assert "interims on / off" in proc.stdout
