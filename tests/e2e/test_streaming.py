@@ -11,7 +11,7 @@ import numpy as np
 from streamer.client import stream_audio
 from streamer.gateway.state import POOL
 from streamer.protocol import AudioFormat, ErrorEvent, SegmentEvent, ServerEvent
-from streamer.workers.models.speech import DecoderPool, StreamingRecognizer
+from streamer.workers.models.base import SegmentInfo
 from streamer.workers.models.transcribe import TranscribeModel
 from tests.e2e.test_transcribe import GRAMMAR, SEGMENTED, SENTENCES, pcm16, segments
 from tests.signals import DATA, RATE, read_wav
@@ -24,14 +24,11 @@ def as_sent(audio: np.ndarray) -> np.ndarray:
     return np.frombuffer(pcm16(audio), "<i2").astype(np.float32) / 32768.0
 
 
-def decode_whole(audio: np.ndarray, start: float, end: float, **params: str) -> dict:  # type: ignore[type-arg]
+def decode_whole(audio: np.ndarray, start: float, end: float) -> dict:  # type: ignore[type-arg]
     """The same model, in this process, given the segment in one piece."""
-    model = TranscribeModel(TranscribeModel.Params(decoders=1, **params))  # type: ignore[arg-type]
-    rec = StreamingRecognizer(DecoderPool(model.make_decoder, 1))
-    rec.begin(start)
-    rec.feed(audio[round(start * RATE):round(end * RATE)])
-    result = rec.finish()
-    return {"text": result.text, "words": [w.to_dict() for w in result.words]}
+    model = TranscribeModel(TranscribeModel.Params(decoders=1))
+    segment = audio[round(start * RATE):round(end * RATE)]
+    return model.infer(segment, SegmentInfo("s", 0, start, end, True))
 
 
 async def test_interims_grow_and_the_final_equals_a_decode_of_the_whole_segment(gateway) -> None:  # type: ignore[no-untyped-def]
