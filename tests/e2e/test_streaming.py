@@ -13,6 +13,7 @@ from streamer.gateway.state import POOL
 from streamer.protocol import AudioFormat, ErrorEvent, SegmentEvent, ServerEvent
 from streamer.workers.models.base import SegmentInfo
 from streamer.workers.models.transcribe import TranscribeModel
+from tests.conftest import wait_until
 from tests.e2e.test_transcribe import GRAMMAR, SEGMENTED, SENTENCES, pcm16, segments
 from tests.signals import DATA, RATE, read_wav
 
@@ -133,3 +134,20 @@ async def test_a_worker_killed_mid_utterance_gives_the_state_loss_notice_first(g
     answers = [e for e in after if isinstance(e, SegmentEvent)]
     assert answers and after.index(lost[0]) < after.index(answers[0])  # told first
     assert answers[-1].is_final is True
+
+
+async def test_pieces_go_through_nats_workers_too(gateway, nats_server, nats_workers) -> None:  # type: ignore[no-untyped-def]
+    nats_workers("transcribe", model__grammar=GRAMMAR)
+    server = await gateway(workers=0, pool__nats_url=nats_server.url,
+                           model__name="transcribe", model__grammar=GRAMMAR)
+    pool = server.app[POOL]
+    await wait_until(lambda: pool.stats().ready == 1, within=60,
+                     what="a transcribe worker heard through NATS")
+    audio = read_wav(DATA / "speech_3_sentences.wav")
+    report = await stream_audio(str(server.make_url(SEGMENTED)), AudioFormat(), pcm16(audio),
+                                chunk_size=1600, interim_results=True)
+    assert report.close_code == 1000
+    assert [f.output["text"] for f in segments(report, True)] == [t for _, _, t in SENTENCES]
+    assert segments(report, False)
+    answered = pool.stats().workers[0].answered
+    assert answered > len(segments(report, True)) + len(segments(report, False))  # and feeds
