@@ -19,7 +19,11 @@ alternating rounds so drift in the shared vCPU's speed hits them alike.
 Target (doc/07_performance.md): overhead p50 under 0.5 ms, and within 3x of the raw Pipe round
 trip under the same placement.
 
+``--loop uvloop`` runs it all on uvloop's event loop instead of asyncio's own; ``--loop both``
+runs asyncio's, then uvloop's, in the same process, and adds a table comparing the two.
+
 Usage: .venv/bin/python scripts/bench_overhead.py [--count 3000] [--json out.json] [--quick]
+       [--loop asyncio|uvloop|both]
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ import multiprocessing
 import os
 import socket
 import time
+from collections.abc import Callable
 from multiprocessing.connection import Connection
 from typing import Any
 
@@ -235,18 +240,59 @@ def markdown(result: dict[str, Any]) -> str:
     return markdown_table(HEADERS, rows(result))
 
 
+LOOP_HEADERS = ["segment, placement", "loop", "gateway CPU per segment us", "vs asyncio",
+                "gateway overhead p50 us", "p50 vs pipe"]
+
+
+def loop_rows(loops: dict[str, dict[str, Any]]) -> list[list[object]]:
+    """Gateway CPU and overhead per segment, one row per loop under each placement."""
+    out: list[list[object]] = []
+    base = loops.get("asyncio", {})
+    for name in next(iter(loops.values())):
+        for loop, segs in loops.items():
+            r = segs[name]
+            ref = base.get(name, r)["gateway_cpu_per_segment"]
+            out.append([name, loop, fmt_us(r["gateway_cpu_per_segment"]),
+                        ratio(r["gateway_cpu_per_segment"], ref), fmt_us(r["gateway"]["p50"]),
+                        ratio(r["gateway"]["p50"], r["pipe"]["p50"])])
+    return out
+
+
+def loop_factory(name: str) -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """None for asyncio's default loop; uvloop's (from the ``server`` extra) otherwise."""
+    if name == "asyncio":
+        return None
+    import uvloop
+
+    return uvloop.new_event_loop
+
+
+def run_on(loop: str, count: int) -> dict[str, Any]:
+    with asyncio.Runner(loop_factory=loop_factory(loop)) as runner:
+        return runner.run(run(count))
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--count", type=int, default=3000, help="segments per path and size")
     p.add_argument("--quick", action="store_true", help="a few hundred segments, for tests")
     p.add_argument("--json", help="also write the results here")
+    p.add_argument("--loop", choices=("asyncio", "uvloop", "both"), default="asyncio",
+                   help="the gateway side's event loop; both: asyncio's, then uvloop's")
     args = p.parse_args()
     count = 200 if args.quick else args.count
+    names = ("asyncio", "uvloop") if args.loop == "both" else (args.loop,)
+    loops = {name: run_on(name, count) for name in names}
     result = {"benchmark": "overhead", "machine": machine(), "count": count,
-              "segments": asyncio.run(run(count))}
-    print(f"Gateway overhead per segment, {count} segments one at a time per path, 1 worker, "
-          "counter model at no cost; gateway and peer pinned to one core or two")
-    print(table(HEADERS, rows(result)))
+              "loop": args.loop, "segments": next(iter(loops.values())), "loops": loops}
+    for name, segs in loops.items():
+        print(f"Gateway overhead per segment on {name}'s event loop, {count} segments one at "
+              "a time per path, 1 worker, counter model at no cost; gateway and peer pinned to "
+              "one core or two")
+        print(table(HEADERS, rows({"segments": segs})))
+    if len(loops) > 1:
+        print("Event loops compared (same run)")
+        print(table(LOOP_HEADERS, loop_rows(loops)))
     write_json(args.json, result)
 
 
