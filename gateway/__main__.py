@@ -99,9 +99,11 @@ def main(argv: list[str] | None = None) -> None:
     from streamer.gateway.app import (
         create_app,  # after logging, so import-time messages are formatted
     )
+    from streamer.gateway.event_loop import choose_loop
     from streamer.gateway.listeners import tls_context
 
     try:
+        loop = choose_loop(config.server.event_loop)
         ssl_context = tls_context(config.server)
         app = create_app(config, boot_in_background=True)
     except ConfigError as exc:
@@ -111,7 +113,8 @@ def main(argv: list[str] | None = None) -> None:
     except OSError as exc:
         fail(f"cannot listen on {config.server.host}:{config.server.port}: "
              f"{exc.strerror or exc}")
-    raise SystemExit(asyncio.run(serve(app, sock, config, ssl_context)))
+    with asyncio.Runner(loop_factory=loop.factory) as runner:
+        raise SystemExit(runner.run(serve(app, sock, config, ssl_context, loop.name)))
 
 
 def fail(message: str) -> NoReturn:
@@ -135,7 +138,7 @@ def bind(host: str, port: int) -> socket.socket:
 
 
 async def serve(app: web.Application, sock: socket.socket, config: Config,
-                ssl_context: ssl.SSLContext | None = None) -> int:
+                ssl_context: ssl.SSLContext | None = None, loop_name: str = "asyncio") -> int:
     """Serve until SIGINT/SIGTERM (exit 0) or until the workers cannot start (exit 1),
     logging start, readiness, drain and exit with their counts."""
     loop = asyncio.get_running_loop()
@@ -165,9 +168,10 @@ async def serve(app: web.Application, sock: socket.socket, config: Config,
         from streamer.bus import redact
 
         workers = f"workers through NATS at {redact(config.pool.nats_url)}"
-    log.info("listening on %s://%s:%d (%s, model %s); /readyz answers 200 once a "
-             "worker is ready", "https" if ssl_context else "http",
-             host if ":" not in host else f"[{host}]", port, workers, config.model.name)
+    log.info("listening on %s://%s:%d (%s, model %s, %s event loop); /readyz answers 200 "
+             "once a worker is ready", "https" if ssl_context else "http",
+             host if ":" not in host else f"[{host}]", port, workers, config.model.name,
+             loop_name)
     boot = app[BOOT]
     stopping = asyncio.ensure_future(stop.wait())
     await asyncio.wait({boot, stopping}, return_when=asyncio.FIRST_COMPLETED)

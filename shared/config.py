@@ -26,6 +26,8 @@ from streamer.errors import ConfigError
 from streamer.logs import FORMATS as LOG_FORMATS
 from streamer.logs import LEVELS as LOG_LEVELS
 
+EVENT_LOOPS = ("auto", "asyncio", "uvloop")  # server.event_loop; the gateway resolves "auto"
+
 
 def setting(default: Any, lo: float | None = None, hi: float | None = None, doc: str = "") -> Any:
     return field(default=default, metadata={"min": lo, "max": hi, "doc": doc})
@@ -47,6 +49,8 @@ class ServerConfig:
     max_backlog_seconds: float = setting(10.0, 0.1, 3600.0, "refuse sessions while the audio "
                                          "awaiting results exceeds this many seconds per "
                                          "ready worker")
+    event_loop: str = setting("auto", doc="'auto' (uvloop's event loop when installed, "
+                              "else asyncio's), 'asyncio' or 'uvloop'")
     loop_lag_warning: float = setting(0.1, 0.001, 60.0, "log a warning when the event loop "
                                       "runs a timer this many seconds late")
     drain_timeout: float = setting(10.0, 0.0, 3600.0, "at shutdown, seconds a streaming "
@@ -271,6 +275,9 @@ def _build(raw: dict[str, dict[str, Any]]) -> Config:
     if sections["server"].log_format not in LOG_FORMATS:
         raise ConfigError(f"server.log_format must be one of {', '.join(LOG_FORMATS)}, "
                           f"got {sections['server'].log_format!r}")
+    if sections["server"].event_loop not in EVENT_LOOPS:
+        raise ConfigError(f"server.event_loop must be one of {', '.join(EVENT_LOOPS)}, "
+                          f"got {sections['server'].event_loop!r}")
     model = dict(raw["model"])
     name = model.pop("name", "counter")
     if not isinstance(name, str) or not name:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import re
@@ -61,8 +62,21 @@ def gateway_process():
         proc.stderr.close()
 
 
-def test_client_cli_streams_a_wav_file_to_the_gateway_cli(gateway_process, tmp_path):
-    port, _ = gateway_process("--workers", "2", "--set", "model.delay=0.01")
+def uvloop_or_skip(event_loop: str) -> None:
+    """uvloop comes with the ``server`` extra: CI always has it."""
+    if event_loop != "asyncio" and importlib.util.find_spec("uvloop") is None:
+        if os.environ.get("CI"):
+            raise AssertionError("uvloop (server extra) is not installed")
+        pytest.skip("uvloop is not installed")
+
+
+@pytest.mark.parametrize(("event_loop", "runs_on"), [("auto", "uvloop"), ("asyncio", "asyncio"),
+                                                     ("uvloop", "uvloop")])
+def test_client_cli_streams_a_wav_file_to_the_gateway_cli(gateway_process, tmp_path,
+                                                          event_loop, runs_on):
+    uvloop_or_skip(event_loop)
+    port, proc = gateway_process("--workers", "2", "--set", "model.delay=0.01",
+                                 "--set", f"server.event_loop={event_loop}")
     wav = tmp_path / "speech.wav"
     write_wav(wav, AudioFormat(2, 44100, 16, False), 1.6)
     out = subprocess.run([str(BIN / "streamer-client"), "-i", str(wav), "--addr",
@@ -75,6 +89,13 @@ def test_client_cli_streams_a_wav_file_to_the_gateway_cli(gateway_process, tmp_p
         assert [s["start_time"] for s in segs] == [0.0, 0.5, 1.0, 1.5]
         assert sum(s["count"] for s in segs) == 25600
     assert "first result after" in out.stderr and "close code 1000" in out.stderr
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
+        metrics = r.read().decode()
+    lag = re.search(r"^streamer_event_loop_lag_seconds_count (\S+)$", metrics, re.M)
+    assert lag and float(lag[1]) > 0  # the loop-lag monitor ticks on this loop too
+    proc.send_signal(signal.SIGINT)
+    assert proc.wait(20) == 0
+    assert f"{runs_on} event loop" in proc.stderr.read().decode()
 
 
 def test_gateway_refuses_bad_configuration_with_a_message(tmp_path):
@@ -85,6 +106,11 @@ def test_gateway_refuses_bad_configuration_with_a_message(tmp_path):
     out = subprocess.run([str(BIN / "streamer-gateway"), "--model", "nope"],
                          capture_output=True, text=True, timeout=30)
     assert out.returncode == 2 and "unknown model 'nope'" in out.stderr
+    out = subprocess.run([str(BIN / "streamer-gateway"), "--set", "server.event_loop=trio"],
+                         capture_output=True, text=True, timeout=30)
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    assert ("configuration error: server.event_loop must be one of auto, asyncio, uvloop, "
+            "got 'trio'") in out.stderr
 
 
 def test_gateway_stops_on_sigint_and_leaves_no_worker_behind(gateway_process):
@@ -108,8 +134,12 @@ def test_client_cli_reports_a_missing_file_and_an_unreachable_gateway(tmp_path):
     assert out.returncode == 3 and "cannot connect to 127.0.0.1" in out.stderr
 
 
-def test_sigterm_mid_stream_delivers_results_then_closes_1001(gateway_process, tmp_path):
-    port, proc = gateway_process("--workers", "2", "--set", "server.drain_timeout=5")
+@pytest.mark.parametrize("event_loop", ["asyncio", "uvloop"])
+def test_sigterm_mid_stream_delivers_results_then_closes_1001(gateway_process, tmp_path,
+                                                              event_loop):
+    uvloop_or_skip(event_loop)
+    port, proc = gateway_process("--workers", "2", "--set", "server.drain_timeout=5",
+                                 "--set", f"server.event_loop={event_loop}")
     children = psutil.Process(proc.pid).children(recursive=True)
     client = stream_in_real_time(port, tmp_path, seconds=20.0)
     first = client.stdout.readline()  # the first result: the stream is under way
