@@ -116,6 +116,20 @@ def test_vad_bench_compares_the_two_detectors() -> None:
         assert 0 < energy < silero and ratio > 1  # the network costs more than a mean square
 
 
+def test_overhead_compares_asyncio_and_uvloop_in_one_run(tmp_path):
+    if not os.environ.get("CI"):
+        pytest.importorskip("uvloop", reason="uvloop (server extra) is not installed")
+    stdout, r = run_bench("overhead", tmp_path, "--loop", "both")
+    assert r["loop"] == "both" and list(r["loops"]) == ["asyncio", "uvloop"]
+    assert r["segments"] == r["loops"]["asyncio"]
+    assert "on uvloop's event loop" in stdout and "Event loops compared (same run)" in stdout
+    compared = stdout.split("Event loops compared (same run)")[1]
+    for name, segs in r["loops"].items():
+        assert segs.keys() == r["segments"].keys()
+        assert all(0 < seg["gateway_cpu_per_segment"] < 0.1 for seg in segs.values())
+        assert sum(f"  {name}  " in line for line in compared.splitlines()) == len(segs)
+
+
 def test_nats_bench_compares_the_pool_with_a_bare_request(tmp_path):
     from tests.natsutil import require_nats_binary
 
