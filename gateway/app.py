@@ -19,6 +19,7 @@ from streamer.gateway.looplag import LoopLagMonitor
 from streamer.gateway.metrics import Metrics
 from streamer.gateway.page import add_page_routes
 from streamer.gateway.pool import Pool, make_pool
+from streamer.gateway.resume import Resumables
 from streamer.gateway.routes import add_routes
 from streamer.gateway.session import Session
 from streamer.gateway.state import (
@@ -28,6 +29,7 @@ from streamer.gateway.state import (
     LOOP_LAG,
     METRICS,
     POOL,
+    RESUMABLES,
     SESSIONS,
     serving_stats,
 )
@@ -51,6 +53,7 @@ def create_app(config: Config, pool: Pool | None = None, *,
     app[POOL] = the_pool
     sessions: set[Session] = set()
     app[SESSIONS] = sessions
+    app[RESUMABLES] = Resumables(config.session.resume_window, the_pool.release)
     app[METRICS] = metrics = Metrics(the_pool.stats)
     app[LOOP_LAG] = LoopLagMonitor(metrics.loop_lag.observe,
                                    warn_above=config.server.loop_lag_warning)
@@ -93,6 +96,7 @@ async def _pool_ctx(app: web.Application, wait: bool) -> AsyncIterator[None]:
 
 async def _drain_sessions(app: web.Application) -> None:
     """Let streaming sessions receive what they already sent, then close them with 1001."""
+    app[RESUMABLES].close()  # streams whose socket dropped: nobody can resume them now
     sessions: set[Session] = app[SESSIONS]
     if not sessions:
         log.info("shutting down: no sessions to drain")

@@ -76,6 +76,10 @@ class Flight:
             self._progress.clear()
             await self._progress.wait()
 
+    def adopt(self, on_broken: Callable[[str], None]) -> None:
+        """A resumed stream's jobs now belong to a new session: it is told when they break."""
+        self._on_broken = on_broken
+
     def withdraw(self) -> None:
         """The session is over: take back every job nobody will read."""
         for fut in list(self._waiting):

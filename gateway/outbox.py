@@ -32,6 +32,15 @@ class Outbox:
     def put(self, out: Outgoing) -> None:
         self._queue.put_nowait(out)
 
+    def discard(self) -> None:
+        """The socket is gone and the sender stopped: what is still queued was never sent."""
+        while not self._queue.empty():
+            out = self._queue.get_nowait()
+            try:
+                self._on_sent(out, None)
+            finally:
+                self._queue.task_done()
+
     async def join(self) -> None:
         """Until everything put so far was sent or dropped (bounded by the send timeout)."""
         await self._queue.join()

@@ -22,6 +22,7 @@ from streamer.gateway.state import (
     LOOP_LAG,
     METRICS,
     POOL,
+    RESUMABLES,
     SESSIONS,
     booted,
     serving_stats,
@@ -103,7 +104,8 @@ def websocket_route(endpoint: str, make_segmenters: SegmenterFactory):  # type: 
         session = Session(ws, app[POOL], config, endpoint, make_segmenters, app[METRICS],
                           transport=request.transport,
                           traceparent_header=request.headers.get("traceparent"),
-                          on_media=lease.charge if lease is not None else None)
+                          on_media=lease.charge if lease is not None else None,
+                          resumables=app[RESUMABLES])
         # every record logged for this socket (here and in tasks it starts) carries the
         # session's id and its current stream's trace id as fields
         fields = bind_log_fields(lambda: session.log.extra or {})

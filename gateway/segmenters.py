@@ -61,6 +61,11 @@ class Segmenter(Protocol):
 
     def flush(self) -> list[SegmenterOutput]: ...
 
+    def finalize(self) -> list[SegmenterOutput]:
+        """Close what is open now (a client's ``finalize``); later pushes go on the same
+        timeline."""
+        ...
+
 
 SegmenterFactory = Callable[[StartRequest, Config], list[Segmenter]]
 
@@ -111,6 +116,10 @@ class FixedSegmenter:
 
     def flush(self) -> list[SegmenterOutput]:
         return [self._emit(self._buf.size)] if self._buf.size else []
+
+    def finalize(self) -> list[SegmenterOutput]:
+        """The partial chunk now; the next chunk starts where it ended."""
+        return self.flush()
 
     def _emit(self, n: int) -> Segment:
         seg = Segment(self._next_start, self._buf.take(n))

@@ -28,11 +28,19 @@ from streamer.gateway.metrics import Metrics
 from streamer.gateway.observe import SessionLog, SessionMetrics
 from streamer.gateway.outbox import Outbox
 from streamer.gateway.pool import Pool
+from streamer.gateway.replay import Replay
+from streamer.gateway.resume import Resumable, Resumables
 from streamer.gateway.segmenters import SegmenterFactory
 from streamer.gateway.stream import StreamCore, stream_span
 from streamer.protocol import (
+    AudioAckedEvent,
     ErrorEvent,
+    FinalizeRequest,
+    KeepAliveRequest,
+    ResumedEvent,
+    ResumeRequest,
     ServerEvent,
+    StartedEvent,
     StartRequest,
     StopRequest,
     close_reason,
@@ -43,12 +51,18 @@ from streamer.tracing import trace_id_hex
 
 log = logging.getLogger(__name__)
 
+CLEAN_CLOSES = (WSCloseCode.OK, WSCloseCode.GOING_AWAY)  # a client that meant to leave
+
+SESSION_REQUESTS = frozenset({"start", "stop", "keepalive", "finalize", "resume"})
+ACK_EVERY = 0.5  # seconds of audio between two audio_acked events
+
 
 class Session:
     def __init__(self, ws: web.WebSocketResponse, pool: Pool, config: Config, endpoint: str,
                  make_segmenters: SegmenterFactory, metrics: Metrics,
                  transport: Any = None, traceparent_header: str | None = None,
-                 on_media: Callable[[float], str | None] | None = None) -> None:
+                 on_media: Callable[[float], str | None] | None = None,
+                 resumables: Resumables | None = None) -> None:
         self.ws, self.pool, self.config, self.endpoint = ws, pool, config, endpoint
         self.id = uuid.uuid4().hex[:12]
         self.log = SessionLog(log, {"session": self.id})
@@ -59,8 +73,11 @@ class Session:
         self._core: StreamCore | None = None
         self._streams = 0  # streams opened on this socket
         self._flight = Flight(pool, config.session.max_inflight, self._observe, self._break)
-        self._outbox = Outbox(ws, config.session.send_timeout, self._flight.sent,
-                              self._drop_connection)
+        self._outbox = Outbox(ws, config.session.send_timeout,
+                              lambda out, at: self._flight.sent(out, at), self._drop_connection)
+        self._resumables = resumables or Resumables(0.0, pool.release)
+        self._held: Resumable | None = None  # the running stream as a resume finds it
+        self._dropped = False  # the socket went away without a close from the client
         self._limits = InputLimits(config)
         self._shutting_down = False
         self._receiving: asyncio.Future[Any] | None = None  # the reader's ws.receive()
@@ -87,11 +104,13 @@ class Session:
             self.log.exception("session failed")
             await self._fail(f"internal error: {type(exc).__name__}", WSCloseCode.INTERNAL_ERROR)
         finally:
-            self._flight.withdraw()
-            self._close_stream("session.abandoned", True)
             sender.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await sender
+            self._outbox.discard()
+            if not self._keep_for_resume():
+                self._flight.withdraw()
+                self._close_stream("session.abandoned", True)
             self.closed.set()
 
     async def _read_loop(self) -> None:
@@ -119,6 +138,7 @@ class Session:
                 await self._on_audio(msg.data)
             else:  # ERROR, CLOSE, CLOSING, CLOSED: the client left
                 self._outbox.gone = msg.type != WSMsgType.ERROR or self.ws.closed
+                self._dropped = msg.type != WSMsgType.CLOSE or msg.data not in CLEAN_CLOSES
                 self.log.info("client left%s", " mid-stream" if self._core else "")
                 return
         await self._finish_stream(drain_timeout=self.config.server.drain_timeout)
@@ -128,13 +148,21 @@ class Session:
         """Handle a control message; False when the socket is done."""
         try:
             self._limits.text(text, time.monotonic())
-            msg = parse_client_message(text)
+            msg = parse_client_message(text, SESSION_REQUESTS)
         except ProtocolError:
             await self._finish_stream()  # keep what was accepted before the bad message
             raise
         if isinstance(msg, StartRequest):
             await self._finish_stream()
             self._open_stream(msg)
+            return True
+        if isinstance(msg, KeepAliveRequest):
+            return True  # any message resets the idle timer; nothing to answer
+        if isinstance(msg, FinalizeRequest):
+            await self._finalize()
+            return True
+        if isinstance(msg, ResumeRequest):
+            self._resume(msg)
             return True
         assert isinstance(msg, StopRequest)
         if self._core is None:
@@ -155,6 +183,7 @@ class Session:
             fed = core.feed(data, time.monotonic())
             self._observe.fed(fed)
             await self._flight.submit(core, fed.work)
+            self._accepted(len(data))
             self._limits.duration(core.duration)
             over = self._on_media(fed.seconds * core.channels) if self._on_media else None
             if over is not None:
@@ -168,9 +197,16 @@ class Session:
         self._streams += 1
         span = stream_span(self.id, self.endpoint, self._streams, start,
                            self._traceparent_header)
+        cfg = self.config.session
+        held = Resumable(self.endpoint, Replay(cfg.resume_max_events, cfg.resume_max_bytes,
+                                               self._outbox.put))
         self._core = StreamCore(self.id, self._streams, start,
                                 self._make_segmenters(start, self.config), self.pool.stateful,
-                                self._outbox.put, span)
+                                held.replay.put, span)
+        held.core, held.flight = self._core, self._flight
+        self._resumables.add(held)
+        self._held = held
+        held.replay.put(Outgoing(encode_event(StartedEvent(held.stream_id, held.token))))
         self.log = SessionLog(log, {"session": self.id, "trace": trace_id_hex(span)})
         self._observe.stream_started()
         self.log.info("stream %d started on %s (%s)", self._streams, self.endpoint,
@@ -184,6 +220,7 @@ class Session:
         stopped_at = time.monotonic()
         fed = core.finish(stopped_at)
         self._observe.fed(fed)
+        self._accepted(0, force=True)
         try:
             async with asyncio.timeout(drain_timeout):
                 await self._flight.submit(core, fed.work)
@@ -195,12 +232,63 @@ class Session:
         self.log.info("stream %d finished, %.2f s of audio", core.number, core.duration)
         self._close_stream("audio.duration_seconds", core.duration)
 
+    async def _finalize(self) -> None:
+        """Close every channel's open segment now; results follow as they come, in order."""
+        core = self._core
+        if core is None:
+            raise ProtocolError("expected 'start' before 'finalize'")
+        fed = core.finalize(time.monotonic())
+        self._observe.fed(fed)
+        await self._flight.submit(core, fed.work)
+
     def _close_stream(self, attribute: str, value: float | bool) -> None:
         """A stream is over: workers drop its model state, its span ends."""
         core, self._core = self._core, None
+        if self._held is not None:
+            self._resumables.end(self._held)
+            self._held = None
         if core is not None:
             for key in core.close(attribute, value):
                 self.pool.release(key)
+
+    # ---- continuity: acknowledged audio, resuming ---------------------------------------
+    def _accepted(self, nbytes: int, force: bool = False) -> None:
+        """``nbytes`` more of the stream's audio are in the pipeline; acknowledge every
+        ``ACK_EVERY`` seconds of audio and at the end."""
+        held, core = self._held, self._core
+        if held is None or core is None:
+            return
+        held.audio_bytes += nbytes
+        if force or core.duration - held.acked_seconds >= ACK_EVERY:
+            held.acked_seconds = core.duration
+            held.replay.put(Outgoing(encode_event(AudioAckedEvent(held.audio_bytes))))
+
+    def _keep_for_resume(self) -> bool:
+        """The socket dropped mid-stream without ``stop``: hand the stream to the registry,
+        which keeps it running for the resume window. False when it ends here."""
+        held = self._held
+        if not self._dropped or held is None or self._core is None:
+            return False
+        if not self._resumables.detach(held):
+            return False
+        self.log.info("socket dropped mid-stream; stream %s kept %g s for a resume",
+                      held.stream_id, self._resumables.window)
+        self._core, self._held = None, None
+        return True
+
+    def _resume(self, msg: ResumeRequest) -> None:
+        if self._core is not None:
+            raise ProtocolError("'resume' while a stream is running on this socket",
+                                WSCloseCode.POLICY_VIOLATION)
+        held = self._resumables.take(msg.resume_token, self.endpoint, msg.last_seq)
+        assert held.core is not None and held.flight is not None
+        self._core, self._held, self._flight = held.core, held, held.flight
+        held.flight.adopt(self._break)
+        self.log = SessionLog(log, {"session": self.id, "trace": trace_id_hex(held.core.span)})
+        self.log.info("stream %s resumed after event %d; %d bytes of audio held",
+                      held.stream_id, msg.last_seq, held.audio_bytes)
+        self._send_event(ResumedEvent(held.stream_id, held.audio_bytes))
+        self._resumables.attach(held, self._outbox.put, msg.last_seq)
 
     # ---- sending ------------------------------------------------------------------------
     def _send_event(self, event: ServerEvent) -> None:

@@ -16,6 +16,7 @@ if TYPE_CHECKING:
     from streamer.gateway.looplag import LoopLagMonitor
     from streamer.gateway.metrics import Metrics
     from streamer.gateway.pool import Pool
+    from streamer.gateway.resume import Resumables
     from streamer.gateway.session import Session
 
 CONFIG = web.AppKey("config", Config)
@@ -24,6 +25,7 @@ SESSIONS: web.AppKey[set[Session]] = web.AppKey("sessions")
 METRICS: web.AppKey[Metrics] = web.AppKey("metrics")
 ADMISSION: web.AppKey[Admission] = web.AppKey("admission")
 LOOP_LAG: web.AppKey[LoopLagMonitor] = web.AppKey("loop_lag")
+RESUMABLES: web.AppKey[Resumables] = web.AppKey("resumables")
 BOOT: web.AppKey[asyncio.Task[None]] = web.AppKey("boot")
 
 

@@ -25,6 +25,7 @@ from streamer.gateway.segmenters import Activity, Piece, Segment, Segmenter
 from streamer.protocol import (
     ActivityEvent,
     ErrorEvent,
+    FinalizedEvent,
     SegmentEvent,
     ServerEvent,
     StartRequest,
@@ -50,6 +51,7 @@ class Work:
     span: trace.Span
     audio_ready_at: float    # when the audio at the job's end reached the gateway
     audio_started_at: float  # when the audio at its start did
+    from_finalize: bool = False  # closed early by a client's 'finalize'
 
 
 @dataclass(slots=True)
@@ -144,6 +146,19 @@ class StreamCore:
                 f"{self.start.format.frame_bytes} bytes and were dropped")))
         for channel in range(len(self.segmenters)):
             self._event(channel, StoppedEvent(channel, self.duration))
+        return fed
+
+    def finalize(self, now: float) -> Fed:
+        """A client's ``finalize``: every channel's open segment is closed now (its results
+        say ``from_finalize``), then one ``finalized`` per channel; the stream goes on."""
+        fed = Fed()
+        for channel, segmenter in enumerate(self.segmenters):
+            planned = len(fed.work)
+            for out in segmenter.finalize():
+                self._plan(channel, out, fed, now)
+            for work in fed.work[planned:]:
+                work.from_finalize = True
+            self._event(channel, FinalizedEvent(channel, self.duration))
         return fed
 
     def _segment(self, audio: np.ndarray, fed: Fed, now: float) -> None:
@@ -256,7 +271,7 @@ class StreamCore:
         if result.output is None:
             return self._error(work, result.error or "inference failed", result.state_lost)
         event = SegmentEvent(job.channel, job.start_time, job.end_time, result.output,
-                             job.is_final)
+                             job.is_final, work.from_finalize)
         out = self._outgoing(work, encode_event(event), True)
         if result.state_lost:
             out.notice = encode_event(ErrorEvent(job.channel, STATE_LOST, job.start_time,
@@ -265,7 +280,8 @@ class StreamCore:
 
     def _error(self, work: Work, message: str, state_lost: bool = False) -> Outgoing:
         job = work.job
-        event = ErrorEvent(job.channel, message, job.start_time, job.end_time, job.is_final)
+        event = ErrorEvent(job.channel, message, job.start_time, job.end_time, job.is_final,
+                           work.from_finalize)
         out = self._outgoing(work, encode_event(event), False)
         if state_lost:
             out.notice = encode_event(ErrorEvent(job.channel, STATE_LOST, job.start_time,

@@ -379,6 +379,18 @@ class VadSegmenter:
             self._close(self._speech_end, out)
         return out
 
+    def finalize(self) -> list[SegmenterOutput]:
+        """Close open speech now, at the end of the audio classified so far (a client's
+        ``finalize``); speech that goes on opens a new segment, on the same timeline."""
+        if self._flushed:
+            return []
+        out: list[SegmenterOutput] = []
+        if self._speaking:
+            self._close(self._speech_end if self._silent_frames else self._pos, out)
+        self._run_frames = 0
+        self._audio.drop_before(self._keep_from())
+        return out
+
     # ---- per frame ----------------------------------------------------------------------
     def _step(self, is_speech: bool, out: list[SegmenterOutput]) -> None:
         start = self._pos

@@ -63,6 +63,9 @@ from streamer.protocol import (
     ActivityEvent,
     AudioFormat,
     ErrorEvent,
+    FinalizedEvent,
+    FinalizeRequest,
+    KeepAliveRequest,
     SegmentEvent,
     ServerEvent,
     StartRequest,
@@ -74,7 +77,8 @@ from streamer.tracing import current_traceparent
 
 __all__ = [
     "ActivityEvent", "AudioClip", "AudioFileError", "AudioFormat", "ClientError",
-    "ConnectFailed", "ErrorEvent", "Forbidden", "InvalidURL", "IssuedToken", "RateLimited",
+    "ConnectFailed", "ErrorEvent", "FinalizedEvent",
+    "Forbidden", "InvalidURL", "IssuedToken", "RateLimited",
     "Refused", "SegmentEvent", "ServerEvent", "Stream", "StreamClosed", "StoppedEvent",
     "StreamReport", "StreamerClient", "Unauthorized", "client_session", "connect", "fetch_token",
     "pcm_bytes", "read_audio", "read_wav", "stream_audio", "stream_file",
@@ -285,6 +289,14 @@ class StreamerClient:
 
     async def stop(self, disconnect: bool = False) -> None:
         await self._send(self.ws.send_str, StopRequest(disconnect).to_json())
+
+    async def keepalive(self) -> None:
+        """Keep a stream open while no audio flows (a muted microphone)."""
+        await self._send(self.ws.send_str, KeepAliveRequest().to_json())
+
+    async def finalize(self) -> None:
+        """Ask for the results of every channel's open speech now; the stream goes on."""
+        await self._send(self.ws.send_str, FinalizeRequest().to_json())
 
     async def _send(self, send: Callable[[Any], Any], payload: Any) -> None:
         if self.ws.closed:

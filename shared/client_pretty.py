@@ -13,7 +13,16 @@ import shutil
 from collections.abc import Callable
 from typing import Any, TextIO
 
-from streamer.protocol import ActivityEvent, ErrorEvent, SegmentEvent, ServerEvent, StoppedEvent
+from streamer.protocol import (
+    ActivityEvent,
+    AudioAckedEvent,
+    ErrorEvent,
+    FinalizedEvent,
+    ResumedEvent,
+    SegmentEvent,
+    ServerEvent,
+    StoppedEvent,
+)
 
 TIME_WIDTH = 16
 
@@ -97,7 +106,15 @@ class Timeline:
                     if event.start_time is not None and event.end_time is not None
                     else " " * TIME_WIDTH)
             return f"{when}  {ch}error: {event.message}"
-        return f"{_point(event.time)}  {ch}end of stream"
+        if isinstance(event, StoppedEvent):
+            return f"{_point(event.time)}  {ch}end of stream"
+        if isinstance(event, FinalizedEvent):
+            return f"{_point(event.time)}  {ch}finalized"
+        if isinstance(event, AudioAckedEvent):
+            return f"{' ' * TIME_WIDTH}  {event.bytes} bytes of audio acknowledged"
+        if isinstance(event, ResumedEvent):
+            return f"{' ' * TIME_WIDTH}  resumed from byte {event.audio_bytes}"
+        return f"{' ' * TIME_WIDTH}  stream {event.stream_id} started"
 
     def close(self) -> None:
         self._interim.clear()

@@ -137,6 +137,12 @@ class SessionConfig:
     feed_interval: float = setting(0.2, 0.02, 5.0, "seconds of speech between the pieces of "
                                    "an open segment sent to a streaming model on "
                                    "/api/v1/segmented")
+    resume_window: float = setting(30.0, 0.0, 3600.0, "seconds a stream whose socket dropped "
+                                   "is kept for a 'resume' (0: not kept)")
+    resume_max_events: int = setting(2048, 16, 1_000_000, "events of a stream kept for a "
+                                     "client that resumes")
+    resume_max_bytes: int = setting(1 << 20, 4096, 1 << 30, "bytes of events of a stream kept "
+                                    "for a client that resumes")
 
 
 @dataclass(frozen=True, slots=True)

@@ -264,6 +264,8 @@ class SegmentEvent:
     end_time: float
     output: dict[str, Any]
     is_final: bool | None = None
+    from_finalize: bool = False  # closed early by a client's 'finalize'
+    seq: int | None = None       # set by the gateway's outbox as the event leaves
 
     def to_dict(self) -> dict[str, Any]:
         d: dict[str, Any] = {"type": "segment", "channel": self.channel,
@@ -271,6 +273,9 @@ class SegmentEvent:
                              "end_time": round(self.end_time, 6)}
         if self.is_final is not None:
             d["is_final"] = self.is_final
+        if self.from_finalize:
+            d["from_finalize"] = True
+        _put_seq(d, self.seq)
         for key, value in self.output.items():
             d.setdefault(key, value)
         return d
@@ -283,9 +288,11 @@ class ActivityEvent:
     type: str
     channel: int
     time: float
+    seq: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {"type": self.type, "channel": self.channel, "time": round(self.time, 6)}
+        return _put_seq({"type": self.type, "channel": self.channel,
+                         "time": round(self.time, 6)}, self.seq)
 
 
 @dataclass(frozen=True, slots=True)
@@ -295,6 +302,8 @@ class ErrorEvent:
     start_time: float | None = None
     end_time: float | None = None
     is_final: bool | None = None
+    from_finalize: bool = False
+    seq: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         d: dict[str, Any] = {"type": "error", "channel": self.channel, "message": self.message}
@@ -304,7 +313,9 @@ class ErrorEvent:
             d["end_time"] = round(self.end_time, 6)
         if self.is_final is not None:
             d["is_final"] = self.is_final
-        return d
+        if self.from_finalize:
+            d["from_finalize"] = True
+        return _put_seq(d, self.seq)
 
 
 @dataclass(frozen=True, slots=True)
@@ -314,12 +325,84 @@ class StoppedEvent:
 
     channel: int
     time: float
+    seq: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {"type": "stopped", "channel": self.channel, "time": round(self.time, 6)}
+        return _put_seq({"type": "stopped", "channel": self.channel,
+                         "time": round(self.time, 6)}, self.seq)
 
 
-ServerEvent = SegmentEvent | ActivityEvent | ErrorEvent | StoppedEvent
+@dataclass(frozen=True, slots=True)
+class FinalizedEvent:
+    """After a ``finalize``: every result of the channel's audio up to ``time`` was sent."""
+
+    channel: int
+    time: float
+    seq: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return _put_seq({"type": "finalized", "channel": self.channel,
+                         "time": round(self.time, 6)}, self.seq)
+
+
+@dataclass(frozen=True, slots=True)
+class StartedEvent:
+    """The first event of a stream: its id and the token that resumes it after a drop."""
+
+    stream_id: str
+    resume_token: str
+    channel: int = 0
+    seq: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return _put_seq({"type": "started", "channel": self.channel,
+                         "stream_id": self.stream_id, "resume_token": self.resume_token},
+                        self.seq)
+
+
+@dataclass(frozen=True, slots=True)
+class AudioAckedEvent:
+    """``bytes``: the stream's audio bytes accepted so far (a resumed client sends from here)."""
+
+    bytes: int
+    channel: int = 0
+    seq: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return _put_seq({"type": "audio_acked", "channel": self.channel, "bytes": self.bytes},
+                        self.seq)
+
+
+@dataclass(frozen=True, slots=True)
+class ResumedEvent:
+    """A resume was accepted: the events after the client's ``last_seq`` follow; the client
+    continues its audio from byte ``audio_bytes``."""
+
+    stream_id: str
+    audio_bytes: int
+    channel: int = 0
+    seq: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return _put_seq({"type": "resumed", "channel": self.channel,
+                         "stream_id": self.stream_id, "audio_bytes": self.audio_bytes},
+                        self.seq)
+
+
+ServerEvent = (SegmentEvent | ActivityEvent | ErrorEvent | StoppedEvent | FinalizedEvent
+               | StartedEvent | AudioAckedEvent | ResumedEvent)
+
+
+def _put_seq(d: dict[str, Any], seq: int | None) -> dict[str, Any]:
+    if seq is not None:
+        d["seq"] = seq
+    return d
+
+
+def with_seq(text: str, seq: int) -> str:
+    """An encoded event with its stream position added (the outbox numbers events as they
+    leave, after they were encoded in stream order)."""
+    return f'{text[:-1]}, "seq": {seq}}}'
 
 
 def encode_event(event: ServerEvent) -> str:
@@ -354,6 +437,10 @@ def close_reason(message: str, limit: int = MAX_CLOSE_REASON) -> bytes:
     return data[:limit].decode("utf-8", "ignore").encode()
 
 
+SEGMENT_FIELDS = frozenset({"type", "channel", "start_time", "end_time", "is_final",
+                            "from_finalize", "seq"})
+
+
 def parse_server_event(text: str) -> ServerEvent:
     """Parse an event as a client sees it (used by the client library and tests)."""
     try:
@@ -363,19 +450,26 @@ def parse_server_event(text: str) -> ServerEvent:
                             WSCloseCode.INVALID_TEXT) from None
     if not isinstance(raw, dict) or "type" not in raw or "channel" not in raw:
         raise ProtocolError(f"server event lacks 'type' or 'channel': {text[:80]}")
-    kind, channel = raw["type"], raw["channel"]
+    kind, channel, seq = raw["type"], raw["channel"], raw.get("seq")
     if kind == "segment":
-        output = {k: v for k, v in raw.items()
-                  if k not in {"type", "channel", "start_time", "end_time", "is_final"}}
+        output = {k: v for k, v in raw.items() if k not in SEGMENT_FIELDS}
         return SegmentEvent(channel, raw["start_time"], raw["end_time"], output,
-                            raw.get("is_final"))
+                            raw.get("is_final"), bool(raw.get("from_finalize", False)), seq)
     if kind in ("active", "inactive"):
-        return ActivityEvent(kind, channel, raw["time"])
+        return ActivityEvent(kind, channel, raw["time"], seq)
     if kind == "error":
         return ErrorEvent(channel, raw["message"], raw.get("start_time"), raw.get("end_time"),
-                          raw.get("is_final"))
+                          raw.get("is_final"), bool(raw.get("from_finalize", False)), seq)
     if kind == "stopped":
-        return StoppedEvent(channel, raw["time"])
+        return StoppedEvent(channel, raw["time"], seq)
+    if kind == "finalized":
+        return FinalizedEvent(channel, raw["time"], seq)
+    if kind == "started":
+        return StartedEvent(raw["stream_id"], raw["resume_token"], channel, seq)
+    if kind == "audio_acked":
+        return AudioAckedEvent(raw["bytes"], channel, seq)
+    if kind == "resumed":
+        return ResumedEvent(raw["stream_id"], raw["audio_bytes"], channel, seq)
     raise ProtocolError(f"server sent an unknown event type {kind!r}")
 
 
