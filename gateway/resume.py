@@ -14,7 +14,7 @@ import hmac
 import logging
 import secrets
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 from aiohttp import WSCloseCode
@@ -61,6 +61,9 @@ class Resumables:
 
     def __len__(self) -> int:
         return len(self._streams)
+
+    def __iter__(self) -> Iterator[Resumable]:
+        return iter(list(self._streams.values()))
 
     @property
     def detached(self) -> int:

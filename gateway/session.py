@@ -75,7 +75,8 @@ class Session:
         self._flight = Flight(pool, config.session.max_inflight, self._observe, self._break)
         self._outbox = Outbox(ws, config.session.send_timeout,
                               lambda out, at: self._flight.sent(out, at), self._drop_connection)
-        self._resumables = resumables or Resumables(0.0, pool.release)
+        self._resumables = (resumables if resumables is not None
+                            else Resumables(0.0, pool.release))
         self._held: Resumable | None = None  # the running stream as a resume finds it
         self._dropped = False  # the socket went away without a close from the client
         self._limits = InputLimits(config)
@@ -126,6 +127,7 @@ class Session:
                 task = asyncio.current_task()
                 if self._shutting_down and task is not None and not task.cancelling():
                     break  # shutdown() took the receive back; this task goes on to drain
+                self._dropped = not self._shutting_down  # aiohttp: the connection was lost
                 raise
             except TimeoutError:
                 return await self._timed_out(timeout)

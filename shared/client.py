@@ -59,15 +59,20 @@ from streamer.client_errors import (
     StreamClosed,
     Unauthorized,
 )
+from streamer.client_events import Reconnected, StreamEvent
 from streamer.protocol import (
     ActivityEvent,
+    AudioAckedEvent,
     AudioFormat,
     ErrorEvent,
     FinalizedEvent,
     FinalizeRequest,
     KeepAliveRequest,
+    ResumedEvent,
+    ResumeRequest,
     SegmentEvent,
     ServerEvent,
+    StartedEvent,
     StartRequest,
     StoppedEvent,
     StopRequest,
@@ -77,14 +82,15 @@ from streamer.tracing import current_traceparent
 
 __all__ = [
     "ActivityEvent", "AudioClip", "AudioFileError", "AudioFormat", "ClientError",
-    "ConnectFailed", "ErrorEvent", "FinalizedEvent",
-    "Forbidden", "InvalidURL", "IssuedToken", "RateLimited",
-    "Refused", "SegmentEvent", "ServerEvent", "Stream", "StreamClosed", "StoppedEvent",
-    "StreamReport", "StreamerClient", "Unauthorized", "client_session", "connect", "fetch_token",
-    "pcm_bytes", "read_audio", "read_wav", "stream_audio", "stream_file",
+    "ConnectFailed", "ErrorEvent", "FinalizedEvent", "Forbidden", "InvalidURL", "IssuedToken",
+    "RateLimited", "Reconnected", "Refused", "SegmentEvent", "ServerEvent", "Stream",
+    "StreamClosed", "StreamEvent", "StoppedEvent", "StreamReport", "StreamerClient",
+    "Unauthorized", "client_session", "connect", "fetch_token", "pcm_bytes", "read_audio",
+    "read_wav", "stream_audio", "stream_file",
 ]
 
 ENDPOINTS = ("/api/v1/simple", "/api/v1/segmented")
+RETRY_RESUME = "attached to another socket"  # the gateway still holds the lost connection
 _MAX_ERROR_BODY = 64 * 1024
 
 # The body of a refused handshake, kept by the trace hook below for the connect() that asked.
@@ -343,18 +349,38 @@ class StreamerClient:
 
 # ---- one stream on its own socket ----------------------------------------------------------
 
+# Close codes after which a stream is resumed: the connection was lost, nobody closed it.
+LOST_CONNECTION = (None, 1006)
+
+
 class Stream:
     """One stream on its own websocket, already started. ``send`` audio, ``stop``, and iterate
     for events: the iteration ends once every channel has stopped, and raises
-    :class:`StreamClosed` if the socket ends first (a bad message, the server draining, a lost
-    connection). Sending and reading may run in different tasks."""
+    :class:`StreamClosed` if the socket ends first (a bad message, the server draining, a
+    connection lost for good). Sending and reading may run in different tasks.
 
-    def __init__(self, client: StreamerClient, fmt: AudioFormat, url: str) -> None:
+    With ``resume`` (the default) a lost connection is resumed on a new one: audio not yet
+    acknowledged by the gateway is kept and sent again from the byte the gateway names, events
+    it sends again are skipped, and a :class:`Reconnected` notice says it happened. The
+    gateway's bookkeeping events (``started``, ``audio_acked``, ``resumed``) are not yielded."""
+
+    def __init__(self, client: StreamerClient, fmt: AudioFormat, url: str, *,
+                 resume: bool = True, resume_timeout: float = 30.0,
+                 headers: dict[str, str] | None = None) -> None:
         self._client = client
         self.format = fmt
         self.url = url
         self._stopped: set[int] = set()
         self._stop_sent = False
+        self._resume, self._resume_timeout, self._headers = resume, resume_timeout, headers
+        self.stream_id: str | None = None
+        self._token: str | None = None
+        self.last_seq = 0           # the highest event number received
+        self.sent_bytes = 0         # audio handed to send()
+        self.acked_bytes = 0        # audio the gateway acknowledged
+        self._unacked = bytearray()  # audio from acked_bytes to sent_bytes
+        self._lock = asyncio.Lock()  # one sender or reconnection at a time
+        self.reconnects = 0
 
     @property
     def done(self) -> bool:
@@ -368,22 +394,61 @@ class Stream:
     async def send(self, pcm: bytes | bytearray | memoryview | np.ndarray) -> None:
         """Send audio in the stream's format: bytes as they are, or a numpy array (floats in
         [-1, 1] are converted to the format; integers must match its sample type)."""
-        await self._client.send_audio(as_pcm(pcm, self.format))
+        data = as_pcm(pcm, self.format)
+        async with self._lock:
+            client = self._client
+            if self._resume:
+                self._unacked += data
+            self.sent_bytes += len(data)
+            try:
+                await client.send_audio(data)
+                return
+            except StreamClosed:
+                if not self._can_resume(client):
+                    raise
+        await self._reconnect(client)  # sends this frame again with the rest not acknowledged
 
     async def stop(self) -> None:
         """End the audio; the results of what was sent still come. Calling it again is a no-op."""
-        if not self._stop_sent:
-            self._stop_sent = True
-            await self._client.stop(disconnect=True)
+        if self._stop_sent:
+            return
+        self._stop_sent = True
+        async with self._lock:
+            client = self._client
+            try:
+                await client.stop(disconnect=True)
+                return
+            except StreamClosed:
+                if not self._can_resume(client):
+                    raise
+        await self._reconnect(client)  # sends 'stop' again after the audio
 
-    def __aiter__(self) -> AsyncIterator[ServerEvent]:
+    def __aiter__(self) -> AsyncIterator[StreamEvent]:
         return self._events()
 
-    async def _events(self) -> AsyncIterator[ServerEvent]:
+    async def _events(self) -> AsyncIterator[StreamEvent]:
         while not self.done:
-            event = await self._client.receive()
+            client = self._client
+            event = await client.receive()
             if event is None:
-                raise StreamClosed(self._client.close_code, self._client.close_reason)
+                if not self._can_resume(client):
+                    raise StreamClosed(client.close_code, client.close_reason)
+                notice = await self._reconnect(client)
+                if notice is not None:
+                    yield notice
+                continue
+            if event.seq is not None:
+                if event.seq <= self.last_seq:
+                    continue  # sent again after a resume; we have it
+                self.last_seq = event.seq
+            if isinstance(event, StartedEvent):
+                self.stream_id, self._token = event.stream_id, event.resume_token
+                continue
+            if isinstance(event, AudioAckedEvent):
+                self._acked(event.bytes)
+                continue
+            if isinstance(event, ResumedEvent):
+                continue
             if isinstance(event, StoppedEvent):
                 self._stopped.add(event.channel)
             yield event
@@ -397,7 +462,80 @@ class Stream:
 
     async def close(self) -> None:
         """Close the socket (the stream is abandoned if it has not finished)."""
+        self._resume = False
         await self._client.close()
+
+    # ---- resuming -----------------------------------------------------------------------
+    def _can_resume(self, client: StreamerClient) -> bool:
+        return (self._resume and self._token is not None and not self.done
+                and client.close_code in LOST_CONNECTION)
+
+    def _acked(self, total: int) -> None:
+        drop = min(total - self.acked_bytes, len(self._unacked))
+        if drop > 0:
+            del self._unacked[:drop]
+            self.acked_bytes += drop
+
+    async def _reconnect(self, lost: StreamerClient) -> Reconnected | None:
+        """Resume the stream on a new connection (None: another task already did). Retries
+        with backoff within ``resume_timeout``; raises :class:`StreamClosed` if it cannot."""
+        async with self._lock:
+            if self._client is not lost:
+                return None
+            assert self._token is not None
+            await lost.close()
+            started = time.monotonic()
+            deadline = started + self._resume_timeout
+            delay, attempts = 0.05, 0
+            while True:
+                attempts += 1
+                resumed, client = await self._try_resume(deadline)
+                if resumed is not None and client is not None:
+                    break
+                if time.monotonic() + delay > deadline:
+                    raise StreamClosed(lost.close_code, "the connection was lost and the "
+                                       f"stream could not be resumed within "
+                                       f"{self._resume_timeout:g} s")
+                await asyncio.sleep(delay)
+                delay = min(2.0, delay * 2)
+            self._client = client
+            self.reconnects += 1
+            self._acked(resumed.audio_bytes)
+            resend = bytes(self._unacked[resumed.audio_bytes - self.acked_bytes:])
+            offline = time.monotonic() - started
+            try:
+                if resend:
+                    await client.send_audio(resend)
+                if self._stop_sent:
+                    await client.stop(disconnect=True)
+            except StreamClosed:
+                pass  # lost again: the reader notices and resumes once more
+            return Reconnected(attempts, offline, resumed.audio_bytes, len(resend))
+
+    async def _try_resume(self, deadline: float) -> tuple[ResumedEvent | None,
+                                                          StreamerClient | None]:
+        """One attempt: (resumed, client), or (None, None) to try again. A refusal that
+        another attempt cannot change raises :class:`StreamClosed`."""
+        assert self._token is not None
+        try:
+            client = await StreamerClient.connect(self.url, headers=self._headers,
+                                                  connect_timeout=max(0.1, deadline
+                                                                      - time.monotonic()))
+        except (ConnectFailed, Refused):
+            return None, None
+        try:
+            await client.ws.send_str(ResumeRequest(self._token, self.last_seq).to_json())
+            async with asyncio.timeout(max(0.1, deadline - time.monotonic())):
+                answer = await client.receive()
+        except (aiohttp.ClientError, ConnectionError, RuntimeError, TimeoutError):
+            await client.close()
+            return None, None
+        if isinstance(answer, ResumedEvent):
+            return answer, client
+        await client.close()
+        if isinstance(answer, ErrorEvent) and RETRY_RESUME not in answer.message:
+            raise StreamClosed(client.close_code, answer.message)
+        return None, None  # the gateway has not yet seen the old connection go
 
 
 def as_pcm(pcm: bytes | bytearray | memoryview | np.ndarray, fmt: AudioFormat) -> bytes | \
@@ -429,6 +567,8 @@ class connect:  # noqa: N801  (used like a function: ``async with connect(...)``
     after the gateway's Retry-After (1 s if it gives none), unless that is longer than
     ``max_retry_wait``; then the ``Refused`` is raised (at once for 401 and 403).
     ``on_refused(refused, wait)`` is told before each wait (to show "waiting for the server").
+    ``resume`` (default on) resumes the stream on a new connection when one is lost, trying
+    for ``resume_timeout`` seconds (see :class:`Stream`).
     """
 
     def __init__(self, url: str, *, format: AudioFormat | None = None,  # noqa: A002
@@ -438,6 +578,7 @@ class connect:  # noqa: N801  (used like a function: ``async with connect(...)``
                  max_retry_wait: float = 30.0,
                  on_refused: Callable[[Refused, float], None] | None = None,
                  connect_timeout: float = 10.0, close_timeout: float = 10.0,
+                 resume: bool = True, resume_timeout: float = 30.0,
                  **options: Any) -> None:
         check_url(url)
         if retries < 0:
@@ -452,6 +593,7 @@ class connect:  # noqa: N801  (used like a function: ``async with connect(...)``
         self._max_retry_wait = max_retry_wait
         self._on_refused = on_refused
         self._timeouts = (connect_timeout, close_timeout)
+        self._resume = (resume, resume_timeout)
         self._stream: Stream | None = None
 
     async def _open(self) -> Stream:
@@ -476,7 +618,8 @@ class connect:  # noqa: N801  (used like a function: ``async with connect(...)``
         except BaseException:
             await client.close()
             raise
-        return Stream(client, self.format, self.url)
+        return Stream(client, self.format, self.url, resume=self._resume[0],
+                      resume_timeout=self._resume[1], headers=self._headers)
 
     def __await__(self) -> Generator[Any, None, Stream]:
         return self._open().__await__()
@@ -497,7 +640,7 @@ class connect:  # noqa: N801  (used like a function: ``async with connect(...)``
 class StreamReport:
     """What came back for one streamed clip."""
 
-    events: list[ServerEvent] = field(default_factory=list)
+    events: list[StreamEvent] = field(default_factory=list)
     close_code: int | None = None
     first_result_latency: float | None = None  # seconds from the start of sending
     total_time: float = 0.0
@@ -534,7 +677,7 @@ def chunk_bytes_for(fmt: AudioFormat, chunk_ms: float) -> int:
 
 
 async def play(stream: Stream, data: bytes, *, chunk_ms: float = 100.0, real_time: bool = False,
-               on_event: Callable[[ServerEvent], None] | None = None,
+               on_event: Callable[[StreamEvent], None] | None = None,
                report: StreamReport | None = None) -> StreamReport:
     """Send ``data`` on ``stream`` (then ``stop``) while reading every event into ``report``;
     the report is filled as events come, so a caller keeps what arrived before an error."""
@@ -573,7 +716,7 @@ async def play(stream: Stream, data: bytes, *, chunk_ms: float = 100.0, real_tim
 
 async def stream_file(url: str, path: str | Path, *, real_time: bool = False,
                       chunk_ms: float = 100.0, sample_format: str | None = None,
-                      on_event: Callable[[ServerEvent], None] | None = None,
+                      on_event: Callable[[StreamEvent], None] | None = None,
                       **connect_options: Any) -> StreamReport:
     """Stream a whole audio file (see :func:`streamer.client_audio.read_audio` for the formats)
     and return every event. ``connect_options`` go to :func:`connect` (``interim_results``,

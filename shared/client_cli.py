@@ -29,8 +29,8 @@ from streamer.cli_common import (
 from streamer.client import StreamReport, connect, play
 from streamer.client_audio import AudioClip, read_audio
 from streamer.client_errors import ClientError
+from streamer.client_events import StreamEvent
 from streamer.client_pretty import Timeline
-from streamer.protocol import ServerEvent
 from streamer.tracing import (
     context_from_traceparent,
     exporter_configured,
@@ -88,7 +88,7 @@ def main(argv: list[str] | None = None) -> None:
     timeline = (Timeline(sys.stdout, clip.format.channels, live=sys.stdout.isatty())
                 if pretty else None)
 
-    def show(event: ServerEvent) -> None:
+    def show(event: StreamEvent) -> None:
         if timeline is not None:
             timeline(event)
         else:
@@ -141,7 +141,7 @@ def _setup_tracing() -> bool:
 
 
 async def _stream(args: argparse.Namespace, url: str, auth: dict[str, Any], clip: AudioClip,
-                  show: Callable[[ServerEvent], None], report: StreamReport) -> None:
+                  show: Callable[[StreamEvent], None], report: StreamReport) -> None:
     """The client's own span is the root of the trace, unless --trace-id names a parent."""
     parent = context_from_traceparent(args.trace_id) if args.trace_id else None
     with trace.get_tracer("streamer.client").start_as_current_span(

@@ -13,6 +13,7 @@ import shutil
 from collections.abc import Callable
 from typing import Any, TextIO
 
+from streamer.client_events import Reconnected, StreamEvent
 from streamer.protocol import (
     ActivityEvent,
     AudioAckedEvent,
@@ -20,7 +21,6 @@ from streamer.protocol import (
     FinalizedEvent,
     ResumedEvent,
     SegmentEvent,
-    ServerEvent,
     StoppedEvent,
 )
 
@@ -78,7 +78,7 @@ class Timeline:
         self._interim: dict[int, str] = {}
         self._status_shown = False
 
-    def __call__(self, event: ServerEvent) -> None:
+    def __call__(self, event: StreamEvent) -> None:
         line = self.describe(event)
         if isinstance(event, SegmentEvent) and event.is_final is False:
             if self.live:
@@ -92,7 +92,7 @@ class Timeline:
         self._show_status()
         self.out.flush()
 
-    def describe(self, event: ServerEvent) -> str:
+    def describe(self, event: StreamEvent) -> str:
         ch = f"ch{event.channel}  " if self.channels > 1 else ""
         if isinstance(event, SegmentEvent):
             mark = "... " if event.is_final is False else ""
@@ -112,6 +112,9 @@ class Timeline:
             return f"{_point(event.time)}  {ch}finalized"
         if isinstance(event, AudioAckedEvent):
             return f"{' ' * TIME_WIDTH}  {event.bytes} bytes of audio acknowledged"
+        if isinstance(event, Reconnected):
+            return (f"{' ' * TIME_WIDTH}  connection lost; resumed after {event.offline:.1f} s "
+                    f"({event.resent_bytes} bytes of audio sent again)")
         if isinstance(event, ResumedEvent):
             return f"{' ' * TIME_WIDTH}  resumed from byte {event.audio_bytes}"
         return f"{' ' * TIME_WIDTH}  stream {event.stream_id} started"
