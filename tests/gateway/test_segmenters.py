@@ -19,3 +19,13 @@ def test_fixed_chunks_are_contiguous_and_lose_nothing():
 
 def test_flush_of_nothing_is_nothing():
     assert FixedSegmenter(100).flush() == []
+
+
+def test_fixed_finalize_sends_the_partial_chunk_and_keeps_the_timeline() -> None:
+    seg = FixedSegmenter(8000)
+    assert seg.push(np.ones(3000, np.float32)) == []
+    (part,) = seg.finalize()
+    assert isinstance(part, Segment) and (part.start, part.end) == (0, 3000)
+    assert seg.finalize() == []
+    (chunk,) = seg.push(np.ones(8000, np.float32))
+    assert isinstance(chunk, Segment) and (chunk.start, chunk.end) == (3000, 11000)

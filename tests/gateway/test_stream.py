@@ -120,3 +120,22 @@ def test_results_are_dated_by_when_their_audio_arrived():
     h.core.feed(pcm(0.25), now=100.0)
     work = h.core.feed(pcm(0.25), now=101.0).work
     assert work[0].audio_ready_at == 101.0 and work[0].audio_started_at == 100.0
+
+
+def test_finalize_closes_every_channel_and_plans_finalized_after_its_results():
+    h = Harness()
+    for w in h.core.feed(pcm(0.7), now=0.0).work:
+        h.core.settle(w, ok(w))
+    fed = h.core.finalize(now=1.0)
+    assert [(w.job.channel, w.job.start_time, w.job.end_time, w.from_finalize)
+            for w in fed.work] == [(0, 0.5, 0.7, True), (1, 0.5, 0.7, True)]
+    assert [e["type"] for e in h.events()] == ["segment"] * 2  # finalized waits behind them
+    for w in reversed(fed.work):
+        h.core.settle(w, ok(w))
+    tail = h.events()[2:]
+    assert [(e["type"], e["channel"], e.get("from_finalize"), e.get("time")) for e in tail] == [
+        ("segment", 1, True, None), ("finalized", 1, None, 0.7),
+        ("segment", 0, True, None), ("finalized", 0, None, 0.7)]
+    later = h.core.feed(pcm(0.5), now=2.0).work  # the same timeline goes on
+    assert [(w.job.start_time, w.job.end_time, w.from_finalize) for w in later] == [
+        (0.7, 1.2, False), (0.7, 1.2, False)]

@@ -433,3 +433,25 @@ def test_streaming_pieces_join_up_to_exactly_the_segments(interim: bool, chunk: 
                                      if isinstance(o, Segment) and o.is_final is False])
     else:
         assert not partials
+
+
+def test_finalize_closes_open_speech_now_and_speech_that_goes_on_opens_a_new_segment() -> None:
+    seg = VadSegmenter(VadSettings(), interim=True)
+    x = with_background(concat(silence(0.5), tone(1.5), silence(1.0)))
+    cut = n_samples(1.2)
+    out = seg.push(x[:cut])
+    now = seg.finalize()
+    assert [o.kind for o in now if isinstance(o, Activity)] == ["inactive"]
+    (closed,) = finals(now)
+    assert abs(closed.end - cut) <= seg.frame and closed.start <= n_samples(0.5)
+    assert seg.finalize() == []  # nothing open any more
+    later = seg.push(x[cut:]) + seg.flush()
+    check_order(out + now + later)  # still well formed: one segment closed, the next opened
+    (rest,) = finals(later)
+    assert rest.start >= closed.end and abs(rest.end - n_samples(2.0)) <= TOL
+
+
+def test_finalize_in_silence_closes_nothing() -> None:
+    seg = VadSegmenter(VadSettings())
+    seg.push(with_background(silence(1.0)))
+    assert seg.finalize() == []

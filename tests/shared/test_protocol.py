@@ -6,18 +6,23 @@ from streamer.errors import ProtocolError
 from streamer.protocol import (
     CLIENT_REQUESTS,
     ActivityEvent,
+    AudioAckedEvent,
     AudioFormat,
     ErrorEvent,
+    FinalizedEvent,
     FinalizeRequest,
     KeepAliveRequest,
+    ResumedEvent,
     ResumeRequest,
     SegmentEvent,
+    StartedEvent,
     StartRequest,
     StoppedEvent,
     StopRequest,
     encode_event,
     parse_client_message,
     parse_server_event,
+    with_seq,
 )
 
 
@@ -179,3 +184,17 @@ def test_non_finite_model_output_becomes_null_not_invalid_json():
                                                    "levels": [1.0, float("inf")]}))
     assert json.loads(text)["pitch"] is None and json.loads(text)["levels"] == [1.0, None]
     assert "NaN" not in text and "Infinity" not in text
+
+
+def test_continuity_events_carry_seq_and_parse_back():
+    events = [SegmentEvent(0, 0.0, 0.3, {"count": 4800}, True, from_finalize=True, seq=4),
+              ErrorEvent(1, "x", 0.0, 0.3, True, from_finalize=True, seq=5),
+              FinalizedEvent(0, 0.3, seq=6), StartedEvent("abc", "tok", seq=1),
+              AudioAckedEvent(3200, seq=2), ResumedEvent("abc", 3200),
+              StoppedEvent(0, 1.0, seq=9), ActivityEvent("active", 0, 0.1, seq=3)]
+    for e in events:
+        assert parse_server_event(encode_event(e)) == e
+    seg = json.loads(encode_event(events[0]))
+    assert seg["from_finalize"] is True and seg["seq"] == 4 and seg["count"] == 4800
+    assert "from_finalize" not in json.loads(encode_event(SegmentEvent(0, 0.0, 0.5, {})))
+    assert json.loads(with_seq(encode_event(FinalizedEvent(0, 0.3)), 7))["seq"] == 7
