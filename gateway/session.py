@@ -79,6 +79,7 @@ class Session:
                             else Resumables(0.0, pool.release))
         self._held: Resumable | None = None  # the running stream as a resume finds it
         self._dropped = False  # the socket went away without a close from the client
+        self._cut_off = False  # we cut it: a client that does not read is not kept
         self._limits = InputLimits(config)
         self._shutting_down = False
         self._receiving: asyncio.Future[Any] | None = None  # the reader's ws.receive()
@@ -127,7 +128,8 @@ class Session:
                 task = asyncio.current_task()
                 if self._shutting_down and task is not None and not task.cancelling():
                     break  # shutdown() took the receive back; this task goes on to drain
-                self._dropped = not self._shutting_down  # aiohttp: the connection was lost
+                # aiohttp cancels the handler when the connection is lost; not when we cut it
+                self._dropped = not self._shutting_down and not self._cut_off
                 raise
             except TimeoutError:
                 return await self._timed_out(timeout)
@@ -220,9 +222,9 @@ class Session:
         if core is None:
             return
         stopped_at = time.monotonic()
+        self._accepted(0, force=True)  # before 'stopped', which may be released at once
         fed = core.finish(stopped_at)
         self._observe.fed(fed)
-        self._accepted(0, force=True)
         try:
             async with asyncio.timeout(drain_timeout):
                 await self._flight.submit(core, fed.work)
@@ -300,6 +302,7 @@ class Session:
     def _drop_connection(self) -> None:
         """A client that does not read cannot be sent a close frame either: cut the TCP."""
         self._outbox.gone = True
+        self._cut_off = True
         if self._transport is not None:
             self._transport.abort()
         if self._receiving is not None:

@@ -325,13 +325,16 @@ class StreamerClient:
 
     async def events(self) -> AsyncIterator[ServerEvent]:
         """Events of the oldest stream not yet read to its end: until all its channels stopped,
-        or the socket closed (``close_code`` then says why)."""
+        or the socket closed (``close_code`` then says why). Without ``started``,
+        ``audio_acked`` and ``resumed``, which :meth:`receive` returns."""
         channels = self._streams[0] if self._streams else 1
         stopped: set[int] = set()
         while len(stopped) < channels:
             event = await self.receive()
             if event is None:
                 return
+            if isinstance(event, StartedEvent | AudioAckedEvent | ResumedEvent):
+                continue  # the stream's bookkeeping: receive() has them
             if isinstance(event, StoppedEvent):
                 stopped.add(event.channel)
             yield event
@@ -422,6 +425,25 @@ class Stream:
                 if not self._can_resume(client):
                     raise
         await self._reconnect(client)  # sends 'stop' again after the audio
+
+    async def keepalive(self) -> None:
+        """Keep the stream open while no audio flows (a muted microphone)."""
+        await self._control("keepalive")
+
+    async def finalize(self) -> None:
+        """Results of every channel's open speech now, then ``finalized``; the stream goes
+        on. Lost with the connection if it drops before the gateway reads it."""
+        await self._control("finalize")
+
+    async def _control(self, request: str) -> None:
+        async with self._lock:
+            client = self._client
+            try:
+                await getattr(client, request)()
+            except StreamClosed:
+                if not self._can_resume(client):
+                    raise
+                # the reader resumes the stream; a keepalive is moot on the new connection
 
     def __aiter__(self) -> AsyncIterator[StreamEvent]:
         return self._events()

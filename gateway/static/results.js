@@ -1,7 +1,8 @@
 // The results table: one row per segment, interim results replaced by the final one.
 
 // Event fields shown in their own columns; everything else a model returns is its output.
-const ENVELOPE_FIELDS = new Set(["type", "channel", "start_time", "end_time", "is_final"]);
+const ENVELOPE_FIELDS = new Set(["type", "channel", "start_time", "end_time", "is_final", "seq",
+  "from_finalize"]);
 
 function formatNumber(value) {
   if (value === null || value === undefined) return "–";

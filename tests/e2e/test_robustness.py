@@ -93,7 +93,8 @@ async def test_stop_without_start_is_answered_and_the_socket_goes_on(gateway):
     events, code = await exchange(server, {"request": "stop"}, START, b"\x00\x00" * 10,
                                   {"request": "stop", "disconnect": True}, read=0)
     assert "no stream is running" in events[0]["message"]
-    assert events[1]["count"] == 10 and code == 1000
+    assert [e["type"] for e in events[1:3]] == ["started", "audio_acked"]
+    assert events[3]["count"] == 10 and code == 1000
     events, code = await exchange(server, {"request": "stop", "disconnect": True}, read=0)
     assert "no stream is running" in events[0]["message"] and code == 1000
     await good_session(server)

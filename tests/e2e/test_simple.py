@@ -210,13 +210,15 @@ async def test_protocol_errors_get_an_error_event_and_a_close_code(gateway):
             await ws.send_str('{"request": "start"}')
             await ws.send_bytes(b"\x00\x00" * 100)
             await ws.send_str('{"request": "stop", "disconnect": true}')
-            msgs = [m async for m in ws]
-            assert json.loads(msgs[0].data)["count"] == 100
+            msgs = [json.loads(m.data) async for m in ws]
+            assert [m["type"] for m in msgs] == ["started", "audio_acked", "segment", "stopped"]
+            assert msgs[2]["count"] == 100
             assert ws.close_code == 1000
         async with http.ws_connect(url) as ws:  # a frame over max_msg_size
             await ws.send_str('{"request": "start"}')
             await ws.send_bytes(b"\x00" * 8192)
-            assert (await ws.receive_json())["type"] == "stopped"  # the stream was finished
+            assert [(await ws.receive_json())["type"] for _ in range(3)] == [
+                "started", "audio_acked", "stopped"]  # the stream was finished
             msg = await ws.receive_json()
             assert msg["message"] == "audio frame of 8192 bytes; at most 4096 are accepted"
             assert (await ws.receive()).type == aiohttp.WSMsgType.CLOSE
