@@ -46,6 +46,7 @@ class Resumable:
     token: str = field(default_factory=lambda: secrets.token_urlsafe(TOKEN_BYTES))
     audio_bytes: int = 0      # audio accepted from the client, the byte a resume goes on from
     acked_seconds: float = 0.0  # the stream's duration at the last audio_acked
+    acked_bytes: int = -1     # audio_bytes at the last audio_acked (-1: none sent yet)
     attached: bool = True
     detached_seq: int = 0     # the last event numbered while a socket was attached
     expiry: asyncio.Handle | None = None

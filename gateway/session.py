@@ -263,8 +263,9 @@ class Session:
         if held is None or core is None:
             return
         held.audio_bytes += nbytes
-        if force or core.duration - held.acked_seconds >= ACK_EVERY:
-            held.acked_seconds = core.duration
+        if (force and held.acked_bytes != held.audio_bytes) \
+                or core.duration - held.acked_seconds >= ACK_EVERY:
+            held.acked_seconds, held.acked_bytes = core.duration, held.audio_bytes
             held.replay.put(Outgoing(encode_event(AudioAckedEvent(held.audio_bytes))))
 
     def _keep_for_resume(self) -> bool:
