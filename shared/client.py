@@ -369,13 +369,14 @@ class Stream:
 
     def __init__(self, client: StreamerClient, fmt: AudioFormat, url: str, *,
                  resume: bool = True, resume_timeout: float = 30.0,
-                 headers: dict[str, str] | None = None) -> None:
+                 auth: dict[str, Any] | None = None) -> None:
         self._client = client
         self.format = fmt
         self.url = url
         self._stopped: set[int] = set()
         self._stop_sent = False
-        self._resume, self._resume_timeout, self._headers = resume, resume_timeout, headers
+        self._resume, self._resume_timeout = resume, resume_timeout
+        self._auth = auth or {}  # how the first connection authenticated, for the next ones
         self.stream_id: str | None = None
         self._token: str | None = None
         self.last_seq = 0           # the highest event number received
@@ -540,7 +541,7 @@ class Stream:
         another attempt cannot change raises :class:`StreamClosed`."""
         assert self._token is not None
         try:
-            client = await StreamerClient.connect(self.url, headers=self._headers,
+            client = await StreamerClient.connect(self.url, **self._auth,
                                                   connect_timeout=max(0.1, deadline
                                                                       - time.monotonic()))
         except (ConnectFailed, Refused):
@@ -641,7 +642,7 @@ class connect:  # noqa: N801  (used like a function: ``async with connect(...)``
             await client.close()
             raise
         return Stream(client, self.format, self.url, resume=self._resume[0],
-                      resume_timeout=self._resume[1], headers=self._headers)
+                      resume_timeout=self._resume[1], auth=self._auth)
 
     def __await__(self) -> Generator[Any, None, Stream]:
         return self._open().__await__()
