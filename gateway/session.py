@@ -166,7 +166,7 @@ class Session:
             await self._finalize()
             return True
         if isinstance(msg, ResumeRequest):
-            self._resume(msg)
+            await self._resume(msg)
             return True
         assert isinstance(msg, StopRequest)
         if self._core is None:
@@ -281,8 +281,9 @@ class Session:
         self._core, self._held = None, None
         return True
 
-    def _resume(self, msg: ResumeRequest) -> None:
+    async def _resume(self, msg: ResumeRequest) -> None:
         if self._core is not None:
+            await self._finish_stream()  # like any protocol error: keep what was accepted
             raise ProtocolError("'resume' while a stream is running on this socket",
                                 WSCloseCode.POLICY_VIOLATION)
         held = self._resumables.take(msg.resume_token, self.endpoint, msg.last_seq)

@@ -135,3 +135,16 @@ async def test_held_results_are_bounded_and_the_stream_ends_past_the_bound(gatew
         await wait_until(lambda: len(held) == 0, what="the stream to end past the bound")
         assert stream.replay.kept <= 16 and stream.replay.bytes <= 1 << 20
         await refused(http, str(server.make_url(SIMPLE)), token, "unknown or expired")
+
+
+async def test_resume_on_a_socket_with_a_running_stream_finishes_it_then_refuses(gateway):
+    server = await gateway(workers=1)
+    async with aiohttp.ClientSession() as http:
+        ws, token = await open_stream(http, str(server.make_url(SIMPLE)))
+        await ws.send_bytes(b"\x00\x00" * 8000)
+        await ws.send_str(json.dumps({"request": "resume", "resume_token": token,
+                                      "last_seq": 1}))
+        events = [json.loads(m.data) async for m in ws]
+        assert [e["type"] for e in events] == ["audio_acked", "segment", "stopped", "error"]
+        assert "while a stream is running" in events[-1]["message"] and ws.close_code == 1008
+    assert len(server.app[RESUMABLES]) == 0
