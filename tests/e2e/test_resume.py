@@ -11,7 +11,7 @@ import secrets
 import aiohttp
 import pytest
 
-from streamer.client import Reconnected, connect, play, read_audio
+from streamer.client import Reconnected, Stream, connect, play, read_audio
 from streamer.gateway.state import RESUMABLES
 from tests.conftest import wait_until
 from tests.cutproxy import CutProxy
@@ -27,11 +27,13 @@ def without_seq(events: list) -> list:
     return [dataclasses.replace(e, seq=None) for e in events if not isinstance(e, Reconnected)]
 
 
-async def cut_every(proxy: CutProxy, times: int, interval: float) -> None:
-    """Cut the live connection ``times`` times, ``interval`` seconds after each (re)connect."""
-    for _ in range(times):
-        await wait_until(lambda: proxy.live > 0, what="a live connection")
-        await asyncio.sleep(interval)  # the network's schedule of failures
+async def cut_along(proxy: CutProxy, stream: Stream, total: int, times: int) -> None:
+    """Cut the live connection ``times`` times, spread evenly over the audio as it is sent (so
+    every cut falls mid-stream, however slow the machine)."""
+    for k in range(1, times + 1):
+        mark = total * k // (times + 1)
+        await wait_until(lambda: stream.sent_bytes >= mark and proxy.live > 0,  # noqa: B023
+                         within=30.0, what=f"byte {mark} sent on a live connection")
         proxy.cut()
 
 
@@ -46,7 +48,7 @@ async def test_ten_cuts_in_a_real_time_stream_lose_and_repeat_nothing(gateway, p
 
     async with (CutProxy(server.port) as proxy,
                 connect(proxy.url(path), format=clip.format, **options) as stream):
-        cutter = asyncio.create_task(cut_every(proxy, 10, 0.45))
+        cutter = asyncio.create_task(cut_along(proxy, stream, len(clip.data), 10))
         report = await play(stream, clip.data, chunk_ms=40, real_time=True)
         await cutter
     reconnects = [e for e in report.events if isinstance(e, Reconnected)]
