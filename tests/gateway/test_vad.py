@@ -455,3 +455,16 @@ def test_finalize_in_silence_closes_nothing() -> None:
     seg = VadSegmenter(VadSettings())
     seg.push(with_background(silence(1.0)))
     assert seg.finalize() == []
+
+
+def test_finalize_while_streaming_finishes_the_open_segment_with_its_last_piece() -> None:
+    settings = VadSettings()
+    x = with_background(concat(silence(0.5), tone(1.5), silence(1.0)))
+    cut = n_samples(1.2)
+    seg = VadSegmenter(settings, feed_interval=0.1)
+    out = seg.push(x[:cut]) + seg.finalize()
+    (closed,) = pieces_to_segments(out)  # the pieces so far join up and finish now
+    assert abs(closed.end - cut) <= seg.frame
+    later = seg.push(x[cut:]) + seg.flush()
+    (rest,) = pieces_to_segments(later)
+    assert rest.start >= closed.end and abs(rest.end - n_samples(2.0)) <= TOL
