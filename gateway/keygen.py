@@ -9,6 +9,7 @@ import argparse
 import json
 import sys
 
+from streamer import __version__
 from streamer.gateway.auth import hash_key, new_key
 
 
@@ -27,6 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--hash-stdin", action="store_true",
                         help="read an existing key from stdin and print only its hash")
     parser.add_argument("--json", action="store_true", help="print the entry as JSON, not TOML")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     return parser
 
 

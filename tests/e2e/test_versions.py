@@ -14,7 +14,7 @@ BIN = Path(sys.executable).parent
 
 
 @pytest.mark.parametrize("script", ["streamer-gateway", "streamer-worker", "streamer-client",
-                                    "streamer-loadtest"])
+                                    "streamer-loadtest", "streamer-keygen"])
 def test_version(script):
     out = subprocess.run([str(BIN / script), "--version"], capture_output=True, text=True,
                          timeout=60)
