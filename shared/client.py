@@ -677,6 +677,13 @@ class StreamReport:
     def errors(self) -> int:
         return sum(isinstance(e, ErrorEvent) for e in self.events)
 
+    def record(self, event: StreamEvent, started: float) -> None:
+        """Keep ``event``; the first answer (a result or an error) sets the latency from
+        ``started`` (a ``time.perf_counter()`` reading)."""
+        if self.first_result_latency is None and isinstance(event, SegmentEvent | ErrorEvent):
+            self.first_result_latency = time.perf_counter() - started
+        self.events.append(event)
+
 
 async def send_paced(send: Callable[[bytes], Any], data: bytes, fmt: AudioFormat,
                      chunk_bytes: int, real_time: bool) -> None:
@@ -716,10 +723,7 @@ async def play(stream: Stream, data: bytes, *, chunk_ms: float = 100.0, real_tim
     sender = asyncio.create_task(send())
     try:
         async for event in stream:
-            if report.first_result_latency is None and isinstance(event, SegmentEvent
-                                                                  | ErrorEvent):
-                report.first_result_latency = time.perf_counter() - t0
-            report.events.append(event)
+            report.record(event, t0)
             if on_event is not None:
                 on_event(event)
         if not sender.done():  # the gateway ended the stream before we stopped (shutdown)
@@ -779,10 +783,7 @@ async def stream_audio(url: str, fmt: AudioFormat, data: bytes, *, chunk_size: i
         sender = asyncio.create_task(send())
         try:
             async for event in client.events():
-                if report.first_result_latency is None and isinstance(event, SegmentEvent
-                                                                      | ErrorEvent):
-                    report.first_result_latency = time.perf_counter() - t0
-                report.events.append(event)
+                report.record(event, t0)
                 if on_event is not None:
                     on_event(event)
         finally:

@@ -6,6 +6,8 @@ a change to sessions."""
 from __future__ import annotations
 
 import asyncio
+import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -117,3 +119,16 @@ class WorkerHost(Protocol):
     def slot_gave_up(self) -> None:
         """An embedded slot stopped respawning: if no worker can ever come, fail what waits."""
         ...
+
+
+async def heartbeat_ticks(interval: float) -> AsyncIterator[tuple[float, bool]]:
+    """``(now, late)`` every ``interval`` seconds, for a pool's watchdog. ``late``: the tick came
+    well after its time (the loop itself was held up), so silence measured on it would be ours,
+    not the workers'; a watchdog judges no worker on such a tick."""
+    last = time.monotonic()
+    while True:
+        await asyncio.sleep(interval)
+        now = time.monotonic()
+        late = now - last > 2 * interval + 0.1
+        last = now
+        yield now, late

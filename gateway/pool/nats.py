@@ -46,7 +46,7 @@ from streamer.bus import (
 from streamer.config import Config
 from streamer.errors import PoolUnavailable, WireError
 from streamer.gateway.dispatch import Dispatcher
-from streamer.gateway.pool.base import Job, PoolStats, WorkerInfo
+from streamer.gateway.pool.base import Job, PoolStats, WorkerInfo, heartbeat_ticks
 from streamer.wire import Busy, GatewayBeat, InferenceResult, WorkerAnnounce, from_wire
 from streamer.workers.models import model_class
 from streamer.workers.models.base import parse_params
@@ -239,12 +239,7 @@ class NatsPool:
     async def _watch(self) -> None:
         """Beat, drop silent workers, end an outage that lasts too long."""
         pool = self.config.pool
-        last = time.monotonic()
-        while True:
-            await asyncio.sleep(pool.heartbeat_interval)
-            now = time.monotonic()
-            late = now - last > 2 * pool.heartbeat_interval + 0.1
-            last = now
+        async for now, late in heartbeat_ticks(pool.heartbeat_interval):
             if self._down_since is not None:
                 self._out.clear()  # sent again on reconnect
                 if (not self._outage_failed

@@ -19,7 +19,7 @@ import time
 from streamer.config import Config
 from streamer.errors import ConfigError, PoolUnavailable
 from streamer.gateway.dispatch import Dispatcher
-from streamer.gateway.pool.base import Job, PoolStats, WorkerInfo
+from streamer.gateway.pool.base import Job, PoolStats, WorkerInfo, heartbeat_ticks
 from streamer.gateway.pool.embedded import EmbeddedWorkers
 from streamer.gateway.pool.link import WorkerLink
 from streamer.wire import Heartbeat, InferenceResult, WorkerConfig
@@ -109,12 +109,7 @@ class WorkerPool:
         late (the loop itself was held up) checks nothing: the workers' frames may be sitting
         unread in their sockets, and silence measured then would be ours, not theirs."""
         pool = self.config.pool
-        last = time.monotonic()
-        while True:
-            await asyncio.sleep(pool.heartbeat_interval)
-            now = time.monotonic()
-            late = now - last > 2 * pool.heartbeat_interval + 0.1
-            last = now
+        async for now, late in heartbeat_ticks(pool.heartbeat_interval):
             for link in list(self._links.values()):
                 silent = now - link.last_heard
                 if silent > pool.heartbeat_timeout and not late:
