@@ -13,6 +13,7 @@ from aiohttp import web
 
 from streamer.config import Config
 from streamer.gateway.admission import Admission
+from streamer.gateway.detection import Detection
 from streamer.gateway.gate import install_gate
 from streamer.gateway.listeners import install_metrics_listener
 from streamer.gateway.looplag import LoopLagMonitor
@@ -20,12 +21,13 @@ from streamer.gateway.metrics import Metrics
 from streamer.gateway.page import add_page_routes
 from streamer.gateway.pool import Pool, make_pool
 from streamer.gateway.resume import Resumables
-from streamer.gateway.routes import add_routes
+from streamer.gateway.routes import add_routes, server_vad_settings
 from streamer.gateway.session import Session
 from streamer.gateway.state import (
     ADMISSION,
     BOOT,
     CONFIG,
+    DETECTION,
     LOOP_LAG,
     METRICS,
     POOL,
@@ -53,7 +55,9 @@ def create_app(config: Config, pool: Pool | None = None, *,
     app[POOL] = the_pool
     sessions: set[Session] = set()
     app[SESSIONS] = sessions
-    app[RESUMABLES] = Resumables(config.session.resume_window, the_pool.release)
+    app[DETECTION] = detection = Detection(config)
+    app[RESUMABLES] = Resumables(config.session.resume_window,
+                                 detection.releaser(the_pool.release))
     app[METRICS] = metrics = Metrics(the_pool.stats)
     app[LOOP_LAG] = LoopLagMonitor(metrics.loop_lag.observe,
                                    warn_above=config.server.loop_lag_warning)
@@ -62,6 +66,7 @@ def create_app(config: Config, pool: Pool | None = None, *,
     app.cleanup_ctx.append(_tracing_ctx)
     app.cleanup_ctx.append(_loop_lag_ctx)
     app.cleanup_ctx.append(partial(_pool_ctx, wait=not boot_in_background))
+    app.cleanup_ctx.append(_detection_ctx)
     app.on_shutdown.append(_drain_sessions)
     add_routes(app)
     add_page_routes(app)
@@ -92,6 +97,16 @@ async def _pool_ctx(app: web.Application, wait: bool) -> AsyncIterator[None]:
     with contextlib.suppress(asyncio.CancelledError, Exception):  # its caller reported it
         await boot
     await app[POOL].stop()
+
+
+async def _detection_ctx(app: web.Application) -> AsyncIterator[None]:
+    """The silero detector's processes: started now when it is the server's default detector,
+    else by the first stream that asks for it."""
+    detection = app[DETECTION]
+    if server_vad_settings(app[CONFIG]).detector == "silero":
+        detection.prestart()
+    yield
+    await detection.stop()
 
 
 async def _drain_sessions(app: web.Application) -> None:

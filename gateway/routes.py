@@ -13,12 +13,14 @@ from streamer.config import Config
 from streamer.errors import ProtocolError
 from streamer.gateway.audio import MODEL_RATE
 from streamer.gateway.auth import SUBPROTOCOL
+from streamer.gateway.detection import Detection
 from streamer.gateway.gate import current_lease
 from streamer.gateway.segmenters import FixedSegmenter, Segmenter, SegmenterFactory
 from streamer.gateway.session import Session
 from streamer.gateway.state import (
     ADMISSION,
     CONFIG,
+    DETECTION,
     LOOP_LAG,
     METRICS,
     POOL,
@@ -53,11 +55,18 @@ def server_vad_settings(config: Config) -> VadSettings:
     return VadSettings.from_config(config.vad)
 
 
-def vad_segmenters(start: StartRequest, config: Config) -> list[Segmenter]:
-    settings = VadSettings.from_options(start.options.get("vad"), server_vad_settings(config))
-    feed = config.session.feed_interval if streaming_model(config) else None
-    return [VadSegmenter(settings, interim=start.interim_results, feed_interval=feed)
-            for _ in range(start.format.channels)]
+def vad_segmenters(detection: Detection) -> SegmenterFactory:
+    """Segmenters for ``/api/v1/segmented``; a silero detector runs in ``detection``'s
+    processes when it has any."""
+    def make(start: StartRequest, config: Config) -> list[Segmenter]:
+        settings = VadSettings.from_options(start.options.get("vad"),
+                                            server_vad_settings(config))
+        feed = config.session.feed_interval if streaming_model(config) else None
+        return [VadSegmenter(settings, interim=start.interim_results, feed_interval=feed,
+                             detector=(detection.detector(settings.speech_probability)
+                                       if settings.detector == "silero" else None))
+                for _ in range(start.format.channels)]
+    return make
 
 
 @functools.cache
@@ -102,7 +111,7 @@ def websocket_route(endpoint: str, make_segmenters: SegmenterFactory):  # type: 
                 raise
             span.set_attribute("http.response.status_code", 101)
         session = Session(ws, app[POOL], config, endpoint, make_segmenters, app[METRICS],
-                          transport=request.transport,
+                          detection=app[DETECTION], transport=request.transport,
                           traceparent_header=request.headers.get("traceparent"),
                           on_media=lease.charge if lease is not None else None,
                           resumables=app[RESUMABLES])
@@ -188,7 +197,7 @@ def add_routes(app: web.Application) -> None:
     app.router.add_get("/api/v1/simple", websocket_route("/api/v1/simple", fixed_segmenters))
     server_vad_settings(app[CONFIG])  # a bad vad section fails at start-up, not per session
     app.router.add_get("/api/v1/segmented",
-                       websocket_route("/api/v1/segmented", vad_segmenters))
+                       websocket_route("/api/v1/segmented", vad_segmenters(app[DETECTION])))
     app.router.add_get("/api/v1/health", health)
     app.router.add_get("/livez", livez)
     app.router.add_get("/readyz", readyz)

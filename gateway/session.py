@@ -21,6 +21,7 @@ from aiohttp import WSCloseCode, WSMsgType, web
 
 from streamer.config import Config
 from streamer.errors import PoolUnavailable, ProtocolError
+from streamer.gateway.detection import Detection
 from streamer.gateway.flight import Flight
 from streamer.gateway.ledger import Outgoing
 from streamer.gateway.limits import InputLimits
@@ -60,7 +61,8 @@ ACK_EVERY = 0.5  # seconds of audio between two audio_acked events
 class Session:
     def __init__(self, ws: web.WebSocketResponse, pool: Pool, config: Config, endpoint: str,
                  make_segmenters: SegmenterFactory, metrics: Metrics,
-                 transport: Any = None, traceparent_header: str | None = None,
+                 detection: Detection | None = None, transport: Any = None,
+                 traceparent_header: str | None = None,
                  on_media: Callable[[float], str | None] | None = None,
                  resumables: Resumables | None = None) -> None:
         self.ws, self.pool, self.config, self.endpoint = ws, pool, config, endpoint
@@ -69,6 +71,8 @@ class Session:
         self._observe = SessionMetrics(metrics, endpoint)
         self._transport, self._traceparent_header = transport, traceparent_header
         self._make_segmenters = make_segmenters
+        self._detection = detection if detection is not None else Detection(config, workers=0)
+        self._release = self._detection.releaser(pool.release)
         self._on_media = on_media  # told each frame's channel-seconds; a message back ends it
         self._core: StreamCore | None = None
         self._streams = 0  # streams opened on this socket
@@ -76,7 +80,7 @@ class Session:
         self._outbox = Outbox(ws, config.session.send_timeout,
                               lambda out, at: self._flight.sent(out, at), self._drop_connection)
         self._resumables = (resumables if resumables is not None
-                            else Resumables(0.0, pool.release))
+                            else Resumables(0.0, self._release))
         self._held: Resumable | None = None  # the running stream as a resume finds it
         self._dropped = False  # the socket went away without a close from the client
         self._cut_off = False  # we cut it: a client that does not read is not kept
@@ -184,7 +188,11 @@ class Session:
             raise ProtocolError("expected 'start' before audio, got a binary frame")
         try:
             self._limits.frame(len(data))
-            fed = core.feed(data, time.monotonic())
+            now = time.monotonic()
+            fed = core.decode(data, now)
+            if core.offloaded:
+                await self._detection.run(core, fed.audio)
+            core.segment(fed, now)
             self._observe.fed(fed)
             await self._flight.submit(core, fed.work)
             self._accepted(len(data))
@@ -223,7 +231,10 @@ class Session:
             return
         stopped_at = time.monotonic()
         self._accepted(0, force=True)  # before 'stopped', which may be released at once
-        fed = core.finish(stopped_at)
+        tail = core.decode_tail(stopped_at)
+        if core.offloaded:
+            await self._detection.run(core, tail.audio)
+        fed = core.finish(stopped_at, tail)
         self._observe.fed(fed)
         try:
             async with asyncio.timeout(drain_timeout):
@@ -253,7 +264,7 @@ class Session:
             self._held = None
         if core is not None:
             for key in core.close(attribute, value):
-                self.pool.release(key)
+                self._release(key)
 
     # ---- continuity: acknowledged audio, resuming ---------------------------------------
     def _accepted(self, nbytes: int, force: bool = False) -> None:

@@ -13,6 +13,7 @@ from streamer.gateway.pool.base import PoolStats
 
 if TYPE_CHECKING:
     from streamer.gateway.admission import Admission
+    from streamer.gateway.detection import Detection
     from streamer.gateway.looplag import LoopLagMonitor
     from streamer.gateway.metrics import Metrics
     from streamer.gateway.pool import Pool
@@ -26,6 +27,7 @@ METRICS: web.AppKey[Metrics] = web.AppKey("metrics")
 ADMISSION: web.AppKey[Admission] = web.AppKey("admission")
 LOOP_LAG: web.AppKey[LoopLagMonitor] = web.AppKey("loop_lag")
 RESUMABLES: web.AppKey[Resumables] = web.AppKey("resumables")
+DETECTION: web.AppKey[Detection] = web.AppKey("detection")
 BOOT: web.AppKey[asyncio.Task[None]] = web.AppKey("boot")
 
 

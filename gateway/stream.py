@@ -37,6 +37,7 @@ from streamer.wire import InferenceResult
 
 tracer = trace.get_tracer("streamer.gateway")
 
+DETECTOR_KEY = "vad/"  # state keys of detectors run off the loop start with this
 ARRIVALS_KEPT = 8192  # frames of arrival times kept to date results (minutes of audio)
 STATE_LOST = ("the model's state for this stream was lost (its worker died); results from this "
               "segment on start from fresh state")
@@ -59,6 +60,7 @@ class Fed:
     """What one call to feed or finish produced."""
 
     work: list[Work] = field(default_factory=list)
+    audio: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), np.float32))
     seconds: float = 0.0       # audio decoded, per channel
     decode_time: float = 0.0   # seconds spent decoding
     segment_time: float = 0.0  # seconds spent segmenting
@@ -110,6 +112,8 @@ class StreamCore:
         self._ctx: otel_context.Context = trace.set_span_in_context(self.span)
         self._keys = ([f"{session_id}/{number}/{c}" for c in range(len(segmenters))]
                       if stateful else [])
+        self._detector_keys = [self.detector_key(c) for c, seg in enumerate(segmenters)
+                               if getattr(getattr(seg, "detector", None), "offloaded", False)]
         self._arrivals = Arrivals()
         self.first_audio_at: float | None = None
         self._feeding = 0  # pieces fed to a streaming model and not answered yet
@@ -117,25 +121,39 @@ class StreamCore:
 
     # ---- audio in, work out -------------------------------------------------------------
     def feed(self, data: bytes, now: float) -> Fed:
+        return self.segment(self.decode(data, now), now)
+
+    def decode(self, data: bytes, now: float) -> Fed:
+        """First half of :meth:`feed`: the frame's audio in ``fed.audio``, not yet segmented
+        (its detector's answers may be fetched in between)."""
         if self.first_audio_at is None:
             self.first_audio_at = now
         with tracer.start_as_current_span("decode", context=self._ctx) as span:
             t0 = time.perf_counter()
             audio = self.decoder.feed(data)
-            fed = Fed(decode_time=time.perf_counter() - t0)
+            fed = Fed(audio=audio, decode_time=time.perf_counter() - t0)
             span.set_attribute("audio.bytes", len(data))
             span.set_attribute("audio.samples", audio.shape[1])
         self._arrivals.note(self.decoder.samples_out, now)
-        self._segment(audio, fed, now)
         return fed
 
-    def finish(self, now: float) -> Fed:
-        """The client stopped: flush the decoder and the segmenters, plan ``stopped``."""
+    def segment(self, fed: Fed, now: float) -> Fed:
+        """Second half of :meth:`feed`: segment ``fed.audio`` and plan the work."""
+        self._segment(fed.audio, fed, now)
+        return fed
+
+    def decode_tail(self, now: float) -> Fed:
+        """The decoder's last samples, at the end of the stream (for :meth:`finish`)."""
         t0 = time.perf_counter()
         tail = self.decoder.flush()
-        fed = Fed(decode_time=time.perf_counter() - t0)
         self._arrivals.note(self.decoder.samples_out, now)
-        self._segment(tail, fed, now)
+        return Fed(audio=tail, decode_time=time.perf_counter() - t0)
+
+    def finish(self, now: float, tail: Fed | None = None) -> Fed:
+        """The client stopped: segment the decoder's tail (``tail``, from
+        :meth:`decode_tail`, or decoded here), flush the segmenters, plan ``stopped``."""
+        fed = self.decode_tail(now) if tail is None else tail
+        self._segment(fed.audio, fed, now)
         for channel, segmenter in enumerate(self.segmenters):
             for out in segmenter.flush():
                 self._plan(channel, out, fed, now)
@@ -296,12 +314,25 @@ class StreamCore:
 
     # ---- the end --------------------------------------------------------------------------
     def close(self, attribute: str, value: float | bool) -> list[str]:
-        """The stream is over: open outputs are dropped, its span ends. Returns the model
-        state keys the pool should release."""
+        """The stream is over: open outputs are dropped, its span ends. Returns the state keys
+        to release: the model's, and its detectors' where they run off the loop."""
         self.ledger.close()
         self.span.set_attribute(attribute, value)
         self.span.end()
-        return list(self._keys)
+        return self._keys + self._detector_keys
+
+    def detector_key(self, channel: int) -> str:
+        """The state key of a channel's detector where it runs off the loop."""
+        return f"{DETECTOR_KEY}{self.session_id}/{self.number}/{channel}"
+
+    @staticmethod
+    def is_detector_key(key: str) -> bool:
+        return key.startswith(DETECTOR_KEY)
+
+    @property
+    def offloaded(self) -> bool:
+        """Whether a channel's detector runs off the loop (frames must visit it first)."""
+        return bool(self._detector_keys)
 
     @property
     def channels(self) -> int:

