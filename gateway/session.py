@@ -29,19 +29,16 @@ from streamer.gateway.metrics import Metrics
 from streamer.gateway.observe import SessionLog, SessionMetrics
 from streamer.gateway.outbox import Outbox
 from streamer.gateway.pool import Pool
-from streamer.gateway.replay import Replay
-from streamer.gateway.resume import Resumable, Resumables
+from streamer.gateway.resume import Resumables
 from streamer.gateway.segmenters import SegmenterFactory
 from streamer.gateway.stream import StreamCore, stream_span
+from streamer.gateway.stream_io import StreamDeps, StreamIO
 from streamer.protocol import (
-    AudioAckedEvent,
     ErrorEvent,
     FinalizeRequest,
-    KeepAliveRequest,
     ResumedEvent,
     ResumeRequest,
     ServerEvent,
-    StartedEvent,
     StartRequest,
     StopRequest,
     close_reason,
@@ -55,7 +52,6 @@ log = logging.getLogger(__name__)
 CLEAN_CLOSES = (WSCloseCode.OK, WSCloseCode.GOING_AWAY)  # a client that meant to leave
 
 SESSION_REQUESTS = frozenset({"start", "stop", "keepalive", "finalize", "resume"})
-ACK_EVERY = 0.5  # seconds of audio between two audio_acked events
 
 
 class Session:
@@ -68,23 +64,21 @@ class Session:
         self.ws, self.pool, self.config, self.endpoint = ws, pool, config, endpoint
         self.id = uuid.uuid4().hex[:12]
         self.log = SessionLog(log, {"session": self.id})
-        self._observe = SessionMetrics(metrics, endpoint)
+        observe = SessionMetrics(metrics, endpoint)
         self._transport, self._traceparent_header = transport, traceparent_header
         self._make_segmenters = make_segmenters
-        self._detection = detection if detection is not None else Detection(config, workers=0)
-        self._release = self._detection.releaser(pool.release)
-        self._on_media = on_media  # told each frame's channel-seconds; a message back ends it
-        self._core: StreamCore | None = None
+        self._stream: StreamIO | None = None
         self._streams = 0  # streams opened on this socket
-        self._flight = Flight(pool, config.session.max_inflight, self._observe, self._break)
+        self._flight = Flight(pool, config.session.max_inflight, observe, self._break)
         self._outbox = Outbox(ws, config.session.send_timeout,
                               lambda out, at: self._flight.sent(out, at), self._drop_connection)
-        self._resumables = (resumables if resumables is not None
-                            else Resumables(0.0, self._release))
-        self._held: Resumable | None = None  # the running stream as a resume finds it
+        detection = detection if detection is not None else Detection(config, workers=0)
+        release = detection.releaser(pool.release)
+        self._deps = StreamDeps(observe, detection, release, InputLimits(config),
+                                resumables if resumables is not None
+                                else Resumables(0.0, release), self._outbox, on_media)
         self._dropped = False  # the socket went away without a close from the client
         self._cut_off = False  # we cut it: a client that does not read is not kept
-        self._limits = InputLimits(config)
         self._shutting_down = False
         self._receiving: asyncio.Future[Any] | None = None  # the reader's ws.receive()
         self._breaking: asyncio.Task[None] | None = None  # a 1011 close under way
@@ -93,7 +87,7 @@ class Session:
     @property
     def backlog_seconds(self) -> float:
         """Seconds of this session's audio handed to the pool and not yet answered."""
-        return self._core.backlog_seconds if self._core is not None else 0.0
+        return self._stream.core.backlog_seconds if self._stream is not None else 0.0
 
     # ---- the whole life of the socket ---------------------------------------------------
     async def run(self) -> None:
@@ -114,15 +108,16 @@ class Session:
             with contextlib.suppress(asyncio.CancelledError):
                 await sender
             self._outbox.discard()
-            if not self._keep_for_resume():
+            stream, self._stream = self._stream, None
+            if stream is not None and not (self._dropped and stream.keep_for_resume()):
                 self._flight.withdraw()
-                self._close_stream("session.abandoned", True)
+                stream.close("session.abandoned", True)
             self.closed.set()
 
     async def _read_loop(self) -> None:
         cfg = self.config.session
         while not self._shutting_down:
-            timeout = cfg.idle_timeout if self._core is not None else cfg.start_timeout
+            timeout = cfg.idle_timeout if self._stream is not None else cfg.start_timeout
             # Our own deadline: aiohttp restarts ws.receive(timeout) after every heartbeat pong.
             self._receiving = asyncio.ensure_future(self.ws.receive())
             try:
@@ -147,7 +142,7 @@ class Session:
             else:  # ERROR, CLOSE, CLOSING, CLOSED: the client left
                 self._outbox.gone = msg.type != WSMsgType.ERROR or self.ws.closed
                 self._dropped = msg.type != WSMsgType.CLOSE or msg.data not in CLEAN_CLOSES
-                self.log.info("client left%s", " mid-stream" if self._core else "")
+                self.log.info("client left%s", " mid-stream" if self._stream else "")
                 return
         await self._finish_stream(drain_timeout=self.config.server.drain_timeout)
         await self._close(WSCloseCode.GOING_AWAY, "server shutting down")
@@ -155,7 +150,7 @@ class Session:
     async def _on_text(self, text: str) -> bool:
         """Handle a control message; False when the socket is done."""
         try:
-            self._limits.text(text, time.monotonic())
+            self._deps.limits.text(text, time.monotonic())
             msg = parse_client_message(text, SESSION_REQUESTS)
         except ProtocolError:
             await self._finish_stream()  # keep what was accepted before the bad message
@@ -163,43 +158,28 @@ class Session:
         if isinstance(msg, StartRequest):
             await self._finish_stream()
             self._open_stream(msg)
-            return True
-        if isinstance(msg, KeepAliveRequest):
-            return True  # any message resets the idle timer; nothing to answer
-        if isinstance(msg, FinalizeRequest):
-            await self._finalize()
-            return True
-        if isinstance(msg, ResumeRequest):
+        elif isinstance(msg, FinalizeRequest):
+            if self._stream is None:
+                raise ProtocolError("expected 'start' before 'finalize'")
+            await self._stream.finalize()
+        elif isinstance(msg, ResumeRequest):
             await self._resume(msg)
-            return True
-        assert isinstance(msg, StopRequest)
-        if self._core is None:
-            self._send_event(ErrorEvent(0, "got 'stop' but no stream is running; send 'start' "
-                                           "first"))
-        await self._finish_stream()
-        if msg.disconnect:
-            await self._close(WSCloseCode.OK, "stopped")
-            return False
+        elif isinstance(msg, StopRequest):
+            if self._stream is None:
+                self._send_event(ErrorEvent(0, "got 'stop' but no stream is running; send "
+                                               "'start' first"))
+            await self._finish_stream()
+            if msg.disconnect:
+                await self._close(WSCloseCode.OK, "stopped")
+                return False
+        # a keepalive needs no answer: any message resets the idle timer
         return True
 
     async def _on_audio(self, data: bytes) -> None:
-        core = self._core
-        if core is None:
+        if self._stream is None:
             raise ProtocolError("expected 'start' before audio, got a binary frame")
         try:
-            self._limits.frame(len(data))
-            now = time.monotonic()
-            fed = core.decode(data, now)
-            if core.offloaded:
-                await self._detection.run(core, fed.audio)
-            core.segment(fed, now)
-            self._observe.fed(fed)
-            await self._flight.submit(core, fed.work)
-            self._accepted(len(data))
-            self._limits.duration(core.duration)
-            over = self._on_media(fed.seconds * core.channels) if self._on_media else None
-            if over is not None:
-                raise ProtocolError(over)  # a key's audio rate: 1008
+            await self._stream.audio(data)
         except ProtocolError:
             await self._finish_stream()  # keep what was accepted before the bad frame
             raise
@@ -209,103 +189,36 @@ class Session:
         self._streams += 1
         span = stream_span(self.id, self.endpoint, self._streams, start,
                            self._traceparent_header)
-        cfg = self.config.session
-        held = Resumable(self.endpoint, Replay(cfg.resume_max_events, cfg.resume_max_bytes,
-                                               self._outbox.put))
-        self._core = StreamCore(self.id, self._streams, start,
-                                self._make_segmenters(start, self.config), self.pool.stateful,
-                                held.replay.put, span)
-        held.core, held.flight = self._core, self._flight
-        self._resumables.add(held)
-        self._held = held
-        held.replay.put(Outgoing(encode_event(StartedEvent(held.stream_id, held.token))))
         self.log = SessionLog(log, {"session": self.id, "trace": trace_id_hex(span)})
-        self._observe.stream_started()
+        segmenters = self._make_segmenters(start, self.config)
+        self._stream = StreamIO.open(self._deps, self.endpoint, self.config.session, self._flight,
+                                     self.log, lambda emit: StreamCore(
+                                         self.id, self._streams, start, segmenters,
+                                         self.pool.stateful, emit, span))
         self.log.info("stream %d started on %s (%s)", self._streams, self.endpoint,
                       start.format.describe())
 
     async def _finish_stream(self, drain_timeout: float | None = None) -> None:
         """Flush everything through the pipeline and wait until every result is sent."""
-        core = self._core
-        if core is None:
-            return
-        stopped_at = time.monotonic()
-        self._accepted(0, force=True)  # before 'stopped', which may be released at once
-        tail = core.decode_tail(stopped_at)
-        if core.offloaded:
-            await self._detection.run(core, tail.audio)
-        fed = core.finish(stopped_at, tail)
-        self._observe.fed(fed)
-        try:
-            async with asyncio.timeout(drain_timeout):
-                await self._flight.submit(core, fed.work)
-                await self._flight.settled(core)
-                await self._outbox.join()
-        except TimeoutError:
-            self.log.warning("results still pending after %.1f s drain; closing", drain_timeout)
-        self._observe.drained(time.monotonic() - stopped_at)
-        self.log.info("stream %d finished, %.2f s of audio", core.number, core.duration)
-        self._close_stream("audio.duration_seconds", core.duration)
-
-    async def _finalize(self) -> None:
-        """Close every channel's open segment now; results follow as they come, in order."""
-        core = self._core
-        if core is None:
-            raise ProtocolError("expected 'start' before 'finalize'")
-        fed = core.finalize(time.monotonic())
-        self._observe.fed(fed)
-        await self._flight.submit(core, fed.work)
-
-    def _close_stream(self, attribute: str, value: float | bool) -> None:
-        """A stream is over: workers drop its model state, its span ends."""
-        core, self._core = self._core, None
-        if self._held is not None:
-            self._resumables.end(self._held)
-            self._held = None
-        if core is not None:
-            for key in core.close(attribute, value):
-                self._release(key)
-
-    # ---- continuity: acknowledged audio, resuming ---------------------------------------
-    def _accepted(self, nbytes: int, force: bool = False) -> None:
-        """``nbytes`` more of the stream's audio are in the pipeline; acknowledge every
-        ``ACK_EVERY`` seconds of audio and at the end."""
-        held, core = self._held, self._core
-        if held is None or core is None:
-            return
-        held.audio_bytes += nbytes
-        if (force and held.acked_bytes != held.audio_bytes) \
-                or core.duration - held.acked_seconds >= ACK_EVERY:
-            held.acked_seconds, held.acked_bytes = core.duration, held.audio_bytes
-            held.replay.put(Outgoing(encode_event(AudioAckedEvent(held.audio_bytes))))
-
-    def _keep_for_resume(self) -> bool:
-        """The socket dropped mid-stream without ``stop``: hand the stream to the registry,
-        which keeps it running for the resume window. False when it ends here."""
-        held = self._held
-        if not self._dropped or held is None or self._core is None:
-            return False
-        if not self._resumables.detach(held):
-            return False
-        self.log.info("socket dropped mid-stream; stream %s kept %g s for a resume",
-                      held.stream_id, self._resumables.window)
-        self._core, self._held = None, None
-        return True
+        if self._stream is not None:
+            await self._stream.finish(drain_timeout)  # if it raises, the session's end closes it
+            self._stream = None
 
     async def _resume(self, msg: ResumeRequest) -> None:
-        if self._core is not None:
+        if self._stream is not None:
             await self._finish_stream()  # like any protocol error: keep what was accepted
             raise ProtocolError("'resume' while a stream is running on this socket",
                                 WSCloseCode.POLICY_VIOLATION)
-        held = self._resumables.take(msg.resume_token, self.endpoint, msg.last_seq)
+        held = self._deps.resumables.take(msg.resume_token, self.endpoint, msg.last_seq)
         assert held.core is not None and held.flight is not None
-        self._core, self._held, self._flight = held.core, held, held.flight
+        self._flight = held.flight
         held.flight.adopt(self._break)
         self.log = SessionLog(log, {"session": self.id, "trace": trace_id_hex(held.core.span)})
+        self._stream = StreamIO(self._deps, held, self.log)
         self.log.info("stream %s resumed after event %d; %d bytes of audio held",
                       held.stream_id, msg.last_seq, held.audio_bytes)
         self._send_event(ResumedEvent(held.stream_id, held.audio_bytes))
-        self._resumables.attach(held, self._outbox.put, msg.last_seq)
+        self._deps.resumables.attach(held, self._outbox.put, msg.last_seq)
 
     # ---- sending ------------------------------------------------------------------------
     def _send_event(self, event: ServerEvent) -> None:
@@ -343,7 +256,7 @@ class Session:
         await self.ws.close(code=code, message=close_reason(reason))
 
     async def _timed_out(self, waited: float) -> None:
-        if self._core is None:
+        if self._stream is None:
             since = "after the last stream" if self._streams else "of connecting"
             raise ProtocolError(f"no 'start' within {waited:g} s {since}")
         await self._finish_stream()
