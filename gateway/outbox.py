@@ -1,7 +1,7 @@
 """The one way out for a session's events: in order, each send bounded by ``send_timeout``.
 
 Every event leaves through :meth:`Outbox.put`, the single place where a later layer can number
-events or keep them for a client that reconnects.
+events or keep them for a client that reconnects; the close frame leaves after them.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from collections.abc import Callable
 from aiohttp import web
 
 from streamer.gateway.ledger import Outgoing
+from streamer.protocol import ErrorEvent, ServerEvent, close_reason, encode_event
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +32,20 @@ class Outbox:
 
     def put(self, out: Outgoing) -> None:
         self._queue.put_nowait(out)
+
+    def event(self, event: ServerEvent) -> None:
+        """An event outside any stream's order (session-level errors)."""
+        self.put(Outgoing(encode_event(event)))
+
+    async def close(self, code: int, reason: str, error: bool = False) -> None:
+        """Close the socket after what was put so far (with ``error``: after an error event
+        that says ``reason``); nothing to do when the client is gone."""
+        if self.ws.closed or self.gone:
+            return
+        if error:
+            self.event(ErrorEvent(0, reason))
+        await self.join()  # bounded: the sender gives up after send_timeout
+        await self.ws.close(code=code, message=close_reason(reason))
 
     def discard(self) -> None:
         """The socket is gone and the sender stopped: what is still queued was never sent."""

@@ -23,7 +23,6 @@ from streamer.config import Config
 from streamer.errors import PoolUnavailable, ProtocolError
 from streamer.gateway.detection import Detection
 from streamer.gateway.flight import Flight
-from streamer.gateway.ledger import Outgoing
 from streamer.gateway.limits import InputLimits
 from streamer.gateway.metrics import Metrics
 from streamer.gateway.observe import SessionLog, SessionMetrics
@@ -38,11 +37,8 @@ from streamer.protocol import (
     FinalizeRequest,
     ResumedEvent,
     ResumeRequest,
-    ServerEvent,
     StartRequest,
     StopRequest,
-    close_reason,
-    encode_event,
     parse_client_message,
 )
 from streamer.tracing import trace_id_hex
@@ -96,13 +92,14 @@ class Session:
             await self._read_loop()
         except ProtocolError as exc:
             self.log.info("protocol error: %s", exc.message)
-            await self._fail(exc.message, exc.close_code)
+            await self._outbox.close(exc.close_code, exc.message, error=True)
         except PoolUnavailable as exc:
             self.log.error("cannot serve: %s", exc)
-            await self._fail(str(exc), WSCloseCode.TRY_AGAIN_LATER)
+            await self._outbox.close(WSCloseCode.TRY_AGAIN_LATER, str(exc), error=True)
         except Exception as exc:  # a bug must close the socket with a reason, never hang it
             self.log.exception("session failed")
-            await self._fail(f"internal error: {type(exc).__name__}", WSCloseCode.INTERNAL_ERROR)
+            await self._outbox.close(WSCloseCode.INTERNAL_ERROR,
+                                     f"internal error: {type(exc).__name__}", error=True)
         finally:
             sender.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -145,7 +142,7 @@ class Session:
                 self.log.info("client left%s", " mid-stream" if self._stream else "")
                 return
         await self._finish_stream(drain_timeout=self.config.server.drain_timeout)
-        await self._close(WSCloseCode.GOING_AWAY, "server shutting down")
+        await self._outbox.close(WSCloseCode.GOING_AWAY, "server shutting down")
 
     async def _on_text(self, text: str) -> bool:
         """Handle a control message; False when the socket is done."""
@@ -166,11 +163,11 @@ class Session:
             await self._resume(msg)
         elif isinstance(msg, StopRequest):
             if self._stream is None:
-                self._send_event(ErrorEvent(0, "got 'stop' but no stream is running; send "
+                self._outbox.event(ErrorEvent(0, "got 'stop' but no stream is running; send "
                                                "'start' first"))
             await self._finish_stream()
             if msg.disconnect:
-                await self._close(WSCloseCode.OK, "stopped")
+                await self._outbox.close(WSCloseCode.OK, "stopped")
                 return False
         # a keepalive needs no answer: any message resets the idle timer
         return True
@@ -217,14 +214,10 @@ class Session:
         self._stream = StreamIO(self._deps, held, self.log)
         self.log.info("stream %s resumed after event %d; %d bytes of audio held",
                       held.stream_id, msg.last_seq, held.audio_bytes)
-        self._send_event(ResumedEvent(held.stream_id, held.audio_bytes))
+        self._outbox.event(ResumedEvent(held.stream_id, held.audio_bytes))
         self._deps.resumables.attach(held, self._outbox.put, msg.last_seq)
 
-    # ---- sending ------------------------------------------------------------------------
-    def _send_event(self, event: ServerEvent) -> None:
-        """An event outside any stream's order (session-level errors)."""
-        self._outbox.put(Outgoing(encode_event(event)))
-
+    # ---- endings ------------------------------------------------------------------------
     def _drop_connection(self) -> None:
         """A client that does not read cannot be sent a close frame either: cut the TCP."""
         self._outbox.gone = True
@@ -234,26 +227,13 @@ class Session:
         if self._receiving is not None:
             self._receiving.cancel()
 
-    # ---- endings ------------------------------------------------------------------------
-    async def _fail(self, message: str, code: int) -> None:
-        """The session cannot go on: say why in an error event, then close with ``code``."""
-        if not self.ws.closed and not self._outbox.gone:
-            self._send_event(ErrorEvent(0, message))
-        await self._close(code, message)
-
     def _break(self, message: str) -> None:
         """From a callback, when the stream cannot go on: close 1011 (from a task, while the
         reader may be waiting), then cut the connection so the reader ends too."""
         if self._breaking is None:
             self._breaking = asyncio.ensure_future(
-                self._fail(message, WSCloseCode.INTERNAL_ERROR))
+                self._outbox.close(WSCloseCode.INTERNAL_ERROR, message, error=True))
             self._breaking.add_done_callback(lambda _: self._drop_connection())
-
-    async def _close(self, code: int, reason: str) -> None:
-        if self.ws.closed or self._outbox.gone:
-            return
-        await self._outbox.join()  # bounded: the sender gives up after send_timeout
-        await self.ws.close(code=code, message=close_reason(reason))
 
     async def _timed_out(self, waited: float) -> None:
         if self._stream is None:
