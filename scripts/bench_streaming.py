@@ -2,10 +2,14 @@
 """Live transcription under load: the streaming ``transcribe`` model in worker processes against
 the same model in a thread pool inside the gateway (the usual Python server's design), one run.
 
-Both placements run the same pipeline: the gateway (in this process, its loop timed) segments with
-the chosen detector (silero by default) and feeds each open speech segment to the stream's
+Every placement runs the same pipeline: the gateway (in this process, its loop timed) segments
+with the chosen detector (silero by default) and feeds each open speech segment to the stream's
 recogniser every ``session.feed_interval`` while it is spoken; the thread placement runs those
-pieces on a ``ThreadPoolExecutor`` in the gateway process, one stream's pieces in order. Load
+pieces on a ``ThreadPoolExecutor`` in the gateway process, one stream's pieces in order, and
+Silero's network on the loop (everything in one process, as the usual peer does). ``embedded``
+runs Silero's network in the gateway's detector process (``pool.vad_workers`` 1);
+``embedded-vad-on-loop`` is the same with the network on the event loop (``pool.vad_workers``
+0), to show what moving it off the loop buys. Load
 comes from ``streamer-loadtest`` in another process: N sessions each streaming the espeak-ng
 speech fixture in real time (``--clips`` times over, so about 6.25 s per clip).
 
@@ -17,8 +21,8 @@ reaches the target (1 s) or that loses a session. ``--cpu`` then compares CPU pe
 with interim results on and off (embedded workers).
 
 Usage (from the repository root): .venv/bin/python scripts/bench_streaming.py [--quick]
-    [--sessions 1,2,4,6] [--placements embedded,thread] [--detector silero|energy]
-    [--json FILE] [--markdown]
+    [--sessions 1,2,4,6] [--placements embedded,embedded-vad-on-loop,thread]
+    [--detector silero|energy] [--json FILE] [--markdown]
 """
 
 from __future__ import annotations
@@ -50,13 +54,22 @@ TARGET = 1.0  # finalization p99, seconds
 WORKERS = 2
 
 
+VAD_ON_LOOP = "embedded-vad-on-loop"
+
+
+def pool_kind(placement: str) -> str:
+    return "embedded" if placement == VAD_ON_LOOP else placement
+
+
 def make_config(placement: str, sessions: int, detector: str) -> Config:
     per_worker = sessions if placement == "thread" else math.ceil(sessions / WORKERS)
+    vad_workers = 1 if placement == "embedded" else 0
     return load_config(env={}, overrides={
         "pool.workers": WORKERS, "pool.worker_nice": 0, "server.heartbeat": 0,
         "server.log_level": "ERROR", "model.name": "transcribe",
         # a decoder for every stream a worker holds: no replays after an eviction
-        "model.decoders": per_worker + 1, "vad.detector": detector})
+        "model.decoders": per_worker + 1, "vad.detector": detector,
+        "pool.vad_workers": vad_workers})
 
 
 def cpu_seconds(proc: psutil.Process) -> tuple[float, float]:
@@ -105,13 +118,13 @@ async def level(url: str, sessions: int, clips: int, interims: bool) -> dict[str
 async def ladder(placement: str, counts: list[int], clips: int, detector: str,
                  interims: bool) -> list[dict[str, Any]]:
     rows = []
-    async with serve(make_config(placement, max(counts), detector), placement) as gw:
+    async with serve(make_config(placement, max(counts), detector), pool_kind(placement)) as gw:
         url = f"{gw.url}/api/v1/segmented"
         for n in counts:
             row = await level(url, n, clips, interims)
             row["placement"] = placement
             rows.append(row)
-            print(f"  {placement:8} {n:2} sessions: finalization p99 "
+            print(f"  {placement:20} {n:2} sessions: finalization p99 "
                   f"{fmt_ms(row['finalization_p99'], 0)} ms, lag p99 "
                   f"{fmt_ms(row['lag']['p99'])} ms", flush=True)
             if not row["held"]:
@@ -157,6 +170,12 @@ def summary(result: dict[str, Any]) -> list[list[object]]:
     if "embedded" in one and "thread" in one and one["thread"]:
         out.append(["finalization p99 at 1 session, embedded / thread",
                     f"{one['embedded'] / one['thread']:.2f}x"])
+    lag = {p: {r["sessions"]: r["lag"]["p99"] for r in rows}
+           for p, rows in result["ladders"].items()}
+    if "embedded" in lag and VAD_ON_LOOP in lag:
+        for n in sorted(set(lag["embedded"]) & set(lag[VAD_ON_LOOP])):
+            out.append([f"loop lag p99 at {n} sessions, silero in its process / on the loop",
+                        f"{fmt_ms(lag['embedded'][n])} / {fmt_ms(lag[VAD_ON_LOOP][n])} ms"])
     cpu = result.get("cpu") or []
     on = [r["workers_cpu_per_audio_s"] for r in cpu if r["interims"]]
     off = [r["workers_cpu_per_audio_s"] for r in cpu if not r["interims"]]
@@ -184,7 +203,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sessions", default="1,2,3,4,6,8")
-    parser.add_argument("--placements", default="embedded,thread")
+    parser.add_argument("--placements", default=f"embedded,{VAD_ON_LOOP},thread")
     parser.add_argument("--clips", type=int, default=2, help="clips per session (6.25 s each)")
     parser.add_argument("--detector", default="silero", choices=["silero", "energy"])
     parser.add_argument("--interims", action=argparse.BooleanOptionalAction, default=True,
