@@ -2,7 +2,9 @@
 
 Each worker has its own socketpair: the gateway reads and writes length-prefixed msgpack frames
 through asyncio, so the event loop never makes a blocking call (a ``multiprocessing.Queue``'s
-feeder thread doubled gateway CPU and loop lag: doc/decisions/0002-worker-transport.md).
+feeder thread doubled gateway CPU and loop lag: doc/decisions/0002-worker-transport.md). The
+socket's transport reads straight into its :class:`WorkerLink`, which hands each result to the
+dispatcher in the same callback.
 Workers are forked from a forkserver that has already imported the worker code, so a respawn
 after a crash takes milliseconds, not an interpreter start. One task per slot supervises it:
 boot, serve until the worker dies, reap, respawn in the same slot. A worker that had answered
@@ -23,7 +25,7 @@ from multiprocessing.process import BaseProcess
 from streamer.config import Config
 from streamer.errors import PoolUnavailable, WireError
 from streamer.gateway.pool.base import WorkerHost
-from streamer.gateway.pool.link import WorkerLink
+from streamer.gateway.pool.link import WorkerLink, open_link
 from streamer.workers.loop import run_worker
 from streamer.workers.respawn import Backoff
 
@@ -139,13 +141,12 @@ class EmbeddedWorkers:
         slot.process = proc
         slot.sentinel = proc.sentinel
         loop.add_reader(proc.sentinel, self._exited, slot)
-        reader, writer = await asyncio.open_unix_connection(sock=parent)
-        link = WorkerLink(slot.worker_id, "embedded", reader, writer)
+        link = await open_link(parent, slot.worker_id, "embedded")
         slot.link = link
         timeout = self.config.pool.start_timeout
         try:
             ready = await link.handshake(self.pool.worker_config(slot.worker_id), timeout)
-        except (asyncio.IncompleteReadError, ConnectionError, TimeoutError, WireError) as exc:
+        except (ConnectionError, TimeoutError, WireError) as exc:
             slot.link = None
             link.close()
             await self._reap(slot, grace=1.0)

@@ -1,6 +1,6 @@
 """The gateway's end of a worker's byte stream lives in ``streamer.link`` (a NATS worker uses
 it too, for its own model process, without importing the gateway)."""
 
-from streamer.link import MAX_FRAME, WorkerLink, read_frame
+from streamer.link import MAX_FRAME, WorkerLink, open_link, read_frame
 
-__all__ = ["MAX_FRAME", "WorkerLink", "read_frame"]
+__all__ = ["MAX_FRAME", "WorkerLink", "open_link", "read_frame"]
