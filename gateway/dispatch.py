@@ -15,7 +15,9 @@ segments that merely shared a worker with a poison one are not blamed for the ne
 model's exception is an ordinary error result and is never retried.
 
 Callers see jobs and futures only: request ids, the queue, retries and the wire request are
-this module's business. Cancelling a job's future withdraws it.
+this module's business. Cancelling a job's future withdraws it: a queued job is dropped unsent
+when the queue reaches it, and a result that still comes for a sent one is dropped. The one
+future per job is all a job costs the event loop here: no callback is attached to it.
 """
 
 from __future__ import annotations
@@ -28,7 +30,6 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from functools import partial
 
 from streamer.gateway.pool.base import Job
 from streamer.wire import EndSession, InferenceRequest, InferenceResult
@@ -169,7 +170,6 @@ class Dispatcher:
             step=job.step)
         fut: asyncio.Future[InferenceResult] = asyncio.get_running_loop().create_future()
         self._pending[rid] = _Pending(request, fut)
-        fut.add_done_callback(partial(self._withdrawn, rid))
         self._queue.append(rid)
         self._pump()
         return fut
@@ -192,13 +192,6 @@ class Dispatcher:
         else:
             log.debug("dropping late result for request %d", rid)
         self._pump()
-
-    def _withdrawn(self, rid: int, fut: asyncio.Future[InferenceResult]) -> None:
-        """A cancelled future: forget a queued request; a result that still comes is dropped."""
-        if fut.cancelled():
-            pending = self._pending.get(rid)
-            if pending is not None and pending.worker is None:
-                del self._pending[rid]
 
     def release(self, key: str) -> None:
         """A stateful stream ended: tell its worker to drop the state."""

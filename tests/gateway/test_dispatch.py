@@ -1,8 +1,6 @@
 """The dispatcher's bookkeeping, with workers stood in by lists of sent envelopes. Request ids
 are the dispatcher's own, handed out 1, 2, 3... in submission order."""
 
-import asyncio
-
 from streamer.gateway.dispatch import Dispatcher
 from streamer.gateway.pool.base import Job
 from streamer.wire import EndSession, InferenceRequest, InferenceResult, from_wire
@@ -86,11 +84,22 @@ async def test_requests_wait_for_a_worker_and_a_late_result_is_dropped():
 async def test_a_cancelled_job_that_is_still_queued_is_never_sent():
     d, w = Dispatcher(), Wires()
     fut = d.submit(req(1))
-    fut.cancel()
-    await asyncio.sleep(0)  # the future's callbacks run on the next loop turn
+    fut.cancel()  # withdrawn at once: no loop turn needed
     w.add(d, 0)
     assert w.ids(0) == []
     assert d.stats().queued == 0
+
+
+async def test_a_cancelled_job_in_the_queue_does_not_take_a_workers_turn():
+    d, w = Dispatcher(per_worker=1), Wires()
+    w.add(d, 0)
+    futs = [d.submit(req(i)) for i in range(1, 4)]
+    futs[1].cancel()
+    d.on_result(ok(1, 0))
+    assert w.ids(0) == [1, 3]  # the freed slot skipped the withdrawn job
+    d.on_result(ok(3, 0))
+    assert futs[2].result().request_id == 3
+    assert d.stats().queued == 0 and d.stats().inflight == 0
 
 async def test_affinity_keeps_a_stream_on_one_worker_and_end_stream_tells_it():
     d, w = Dispatcher(per_worker=1), Wires()
