@@ -12,7 +12,6 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
-from functools import partial
 
 from streamer.errors import PoolUnavailable
 from streamer.gateway.ledger import Outgoing
@@ -31,7 +30,8 @@ class Flight:
         self._slots = asyncio.Semaphore(limit)
         self._observe = observe
         self._on_broken = on_broken
-        self._waiting: set[asyncio.Future[InferenceResult]] = set()
+        # each job's future -> what its answer settles (one dict entry per job, no closure)
+        self._waiting: dict[asyncio.Future[InferenceResult], tuple[StreamCore, Work, float]] = {}
         self._progress = asyncio.Event()  # an answer came back
 
     async def submit(self, core: StreamCore, work: list[Work]) -> None:
@@ -44,12 +44,11 @@ class Flight:
                 self._slots.release()
                 core.fail(item, f"inference failed: {exc}")
                 raise
-            self._waiting.add(fut)
-            fut.add_done_callback(partial(self._answered, core, item, time.monotonic()))
+            self._waiting[fut] = (core, item, time.monotonic())
+            fut.add_done_callback(self._answered)
 
-    def _answered(self, core: StreamCore, work: Work, submitted_at: float,
-                  fut: asyncio.Future[InferenceResult]) -> None:
-        self._waiting.discard(fut)
+    def _answered(self, fut: asyncio.Future[InferenceResult]) -> None:
+        core, work, submitted_at = self._waiting.pop(fut)
         self._progress.set()
         result = None if fut.cancelled() else fut.result()
         try:

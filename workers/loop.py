@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+import select
 import signal
 import socket
 import threading
@@ -58,6 +59,10 @@ class Channel:
     def __init__(self, conn: Connection) -> None:
         self.conn = conn
         self._send_lock = threading.Lock()
+        # one poll object for the connection's life: ``Connection.poll`` builds a selector on
+        # every call, which a worker would pay once per segment
+        self._poller = select.poll()
+        self._poller.register(conn.fileno(), select.POLLIN)
 
     def send(self, data: bytes) -> None:
         with self._send_lock:  # a frame is two writes when large: keep frames whole
@@ -65,7 +70,7 @@ class Channel:
 
     def recv(self, timeout: float | None) -> Message | None:
         """The next message, or ``None`` if none came within ``timeout`` seconds."""
-        if timeout is not None and not self.conn.poll(timeout):
+        if timeout is not None and not self._poller.poll(max(0.0, timeout) * 1000):
             return None
         return from_wire(self.conn.recv_bytes())
 

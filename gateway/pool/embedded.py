@@ -57,12 +57,13 @@ class EmbeddedWorkers:
         self.config = config
         self.backoff = Backoff.from_config(config.pool)
         self.slots = [_Slot(i) for i in range(self.config.pool.workers)]
+        self._given_up = 0  # slots that stopped respawning (checked on every submit)
         self._ctx = multiprocessing.get_context("forkserver")
         self._ctx.set_forkserver_preload(["streamer.workers.loop"])
 
     @property
     def available(self) -> bool:
-        return any(not s.given_up for s in self.slots)
+        return self._given_up < len(self.slots)
 
     async def start(self) -> None:
         """Boot every slot; fail naming each worker that did not become ready, and how."""
@@ -116,6 +117,7 @@ class EmbeddedWorkers:
                 log.error("worker %d failed to restart: %s", slot.worker_id, exc)
                 if slot.boot_failures >= self.config.pool.max_boot_failures:
                     slot.given_up = True
+                    self._given_up += 1
                     log.error("worker %d gave up after %d failed boots in a row",
                               slot.worker_id, slot.boot_failures)
                     self.pool.slot_gave_up()
