@@ -211,8 +211,8 @@ class WorkerLink(FrameProtocol):
     # ---- frames in ----------------------------------------------------------------------
     def frame_received(self, data: bytes) -> None:
         self.last_heard = time.monotonic()
-        if self.abort_reason is not None or self._failure is not None:
-            return  # given up: nothing it says counts any more
+        if self._stopped:  # given up or broken (a stream pair's reader may hold one more)
+            return
         try:
             msg = from_wire(data)
         except WireError as exc:

@@ -8,8 +8,10 @@ stream pair (as a NATS worker opens it), with this test playing the worker's sid
 from __future__ import annotations
 
 import asyncio
+import importlib.util
+import os
 import socket
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
@@ -122,9 +124,6 @@ class Peer:
         return await handshake
 
 
-Opener = Callable[[socket.socket], Any]
-
-
 async def _protocol_link(sock: socket.socket) -> WorkerLink:
     return await open_link(sock, 3, "embedded")
 
@@ -134,22 +133,50 @@ async def _stream_link(sock: socket.socket) -> WorkerLink:
     return WorkerLink(3, "nats", reader, writer)
 
 
-@pytest.fixture(params=[_protocol_link, _stream_link], ids=["protocol", "stream"])
-async def pair(request: pytest.FixtureRequest) -> AsyncIterator[tuple[WorkerLink, Peer]]:
-    ours, theirs = socket.socketpair()
-    link = await request.param(ours)
-    peer = Peer(theirs)
-    yield link, peer
-    link.abort("test over")
-    theirs.close()
+OPENERS = {"protocol": _protocol_link, "stream": _stream_link}
+Body = Callable[[WorkerLink, Peer], Awaitable[None]]
+
+
+def _loop_factory(name: str) -> Callable[[], asyncio.AbstractEventLoop] | None:
+    if name == "asyncio":
+        return None
+    if importlib.util.find_spec("uvloop") is None and not os.environ.get("CI"):
+        pytest.skip("uvloop is not installed (the server extra installs it)")
+    import uvloop
+
+    return uvloop.new_event_loop
+
+
+def each_link(body: Body) -> Callable[[str, str], None]:
+    """Run ``body(link, peer)`` for a link as the transport's protocol and over a stream pair,
+    on asyncio's loop and on uvloop's (the gateway's default)."""
+
+    @pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
+    @pytest.mark.parametrize("kind", list(OPENERS))
+    def test(kind: str, loop: str) -> None:
+        async def main() -> None:
+            ours, theirs = socket.socketpair()
+            link = await OPENERS[kind](ours)
+            try:
+                await body(link, Peer(theirs))
+            finally:
+                link.abort("test over")
+                theirs.close()
+
+        with asyncio.Runner(loop_factory=_loop_factory(loop)) as runner:
+            runner.run(main())
+
+    test.__name__, test.__doc__ = body.__name__, body.__doc__
+    return test
 
 
 def result(rid: int, **fields: Any) -> InferenceResult:
     return InferenceResult(request_id=rid, worker_id=3, output={"n": rid}, **fields)
 
 
-async def test_handshake_then_results_reach_the_callback_in_order(pair: Any) -> None:
-    link, peer = pair
+@each_link
+async def test_handshake_then_results_reach_the_callback_in_order(
+        link: WorkerLink, peer: Peer) -> None:
     ready = await peer.ready(link)
     assert ready.pid == 4242 and link.ready and (link.pid, link.host) == (4242, "here")
     got: list[tuple[int, int]] = []
@@ -174,8 +201,8 @@ async def test_handshake_then_results_reach_the_callback_in_order(pair: Any) -> 
     assert not link.ready and link.closed
 
 
-async def test_a_bad_frame_after_ready_aborts_the_link(pair: Any) -> None:
-    link, peer = pair
+@each_link
+async def test_a_bad_frame_after_ready_aborts_the_link(link: WorkerLink, peer: Peer) -> None:
     await peer.ready(link)
     got: list[int] = []
     running = asyncio.ensure_future(link.run(lambda r, _: got.append(r.request_id)))
@@ -187,8 +214,8 @@ async def test_a_bad_frame_after_ready_aborts_the_link(pair: Any) -> None:
     assert await peer.at_end()
 
 
-async def test_an_abort_drops_what_the_worker_says_afterwards(pair: Any) -> None:
-    link, peer = pair
+@each_link
+async def test_an_abort_drops_what_the_worker_says_afterwards(link: WorkerLink, peer: Peer) -> None:
     await peer.ready(link)
     got: list[int] = []
 
@@ -203,8 +230,8 @@ async def test_an_abort_drops_what_the_worker_says_afterwards(pair: Any) -> None
     assert got == [1] and link.answered == 1
 
 
-async def test_a_receiver_that_raises_does_not_end_the_stream(pair: Any) -> None:
-    link, peer = pair
+@each_link
+async def test_a_receiver_that_raises_does_not_end_the_stream(link: WorkerLink, peer: Peer) -> None:
     await peer.ready(link)
     got: list[int] = []
     second = asyncio.Event()
@@ -222,8 +249,9 @@ async def test_a_receiver_that_raises_does_not_end_the_stream(pair: Any) -> None
     assert got == [1, 2] and not running.done()
 
 
-async def test_the_gateway_closing_the_link_ends_the_workers_stream(pair: Any) -> None:
-    link, peer = pair
+@each_link
+async def test_the_gateway_closing_the_link_ends_the_workers_stream(
+        link: WorkerLink, peer: Peer) -> None:
     await peer.ready(link)
     running = asyncio.ensure_future(link.run(lambda r, _: None))
     link.send(Heartbeat(worker_id=3, sent_at=3.0).to_wire())
@@ -235,9 +263,9 @@ async def test_the_gateway_closing_the_link_ends_the_workers_stream(pair: Any) -
         assert await running is None
 
 
+@each_link
 async def test_a_worker_that_leaves_during_the_handshake_is_a_connection_error(
-        pair: Any) -> None:
-    link, peer = pair
+        link: WorkerLink, peer: Peer) -> None:
     handshake = asyncio.ensure_future(link.handshake(CONFIG, DEADLINE))
     await peer.send(WorkerHello(pid=1, host="h"))
     assert await peer.recv() == CONFIG
@@ -246,9 +274,9 @@ async def test_a_worker_that_leaves_during_the_handshake_is_a_connection_error(
         await handshake
 
 
+@each_link
 async def test_a_wrong_message_or_bad_frame_during_the_handshake_is_a_wire_error(
-        pair: Any) -> None:
-    link, peer = pair
+        link: WorkerLink, peer: Peer) -> None:
     handshake = asyncio.ensure_future(link.handshake(CONFIG, DEADLINE))
     await peer.send(raw=frame(b"garbage"))
     with pytest.raises(WireError, match="undecodable"):
@@ -263,7 +291,7 @@ async def test_a_wrong_message_or_bad_frame_during_the_handshake_is_a_wire_error
     theirs.close()
 
 
-async def test_a_silent_worker_times_the_handshake_out(pair: Any) -> None:
-    link, _ = pair
+@each_link
+async def test_a_silent_worker_times_the_handshake_out(link: WorkerLink, peer: Peer) -> None:
     with pytest.raises(TimeoutError):
         await link.handshake(CONFIG, 0.2)
