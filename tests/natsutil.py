@@ -74,7 +74,7 @@ class NatsServer:
 
 
 class NatsWorker:
-    """One ``streamer-worker --nats`` (supervisor, NATS process, model process)."""
+    """One ``streamer-worker --nats`` (a supervisor and its worker process)."""
 
     def __init__(self, url: str, log: Path, token: str, model: str,
                  settings: dict[str, str]) -> None:
@@ -89,10 +89,9 @@ class NatsWorker:
         return self.log.read_text(errors="replace")
 
     def model_pids(self) -> list[int]:
-        """The model processes (grandchildren: supervisor -> NATS process -> model)."""
+        """The worker processes holding the model (children of the supervisor)."""
         try:
-            return [g.pid for c in psutil.Process(self.proc.pid).children()
-                    for g in c.children()]
+            return [c.pid for c in psutil.Process(self.proc.pid).children()]
         except psutil.NoSuchProcess:
             return []
 

@@ -3,10 +3,13 @@ server (see ``nats_worker.py``).
 
 This process is a small supervisor: it runs the worker in a child process and starts a new child
 when that one dies (a crash, ``panic_rate``, kill -9): at once if the child had answered
-something, with backoff while children keep dying without answering. It never exits on its own
-for those reasons, because honcho stops the whole group when one process exits. It exits on
-SIGTERM/SIGINT, and when the NATS server refuses the credentials (retrying cannot fix that; the
-message says so).
+something, with backoff while children keep dying without answering. It also kills a child
+that hangs: one not ready within ``pool.start_timeout``, or whose event loop stopped stamping
+its liveness for ``pool.heartbeat_timeout`` (stopped, or the GIL held that long); nothing in the
+child itself can see that. Each child learns the name of the one it replaces and announces it
+gone. It never exits on its own for those reasons, because honcho stops the whole group when
+one process exits. It exits on SIGTERM/SIGINT, and when the NATS server refuses the credentials
+(retrying cannot fix that; the message says so).
 """
 
 from __future__ import annotations
@@ -19,18 +22,19 @@ import signal
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from multiprocessing.connection import wait
 from multiprocessing.process import BaseProcess
 from types import FrameType
 
 from streamer import __version__
-from streamer.bus import connect_options, redact
-from streamer.config import Config, load_config
+from streamer.bus import connect_options, new_id, redact
+from streamer.config import Config, PoolConfig, load_config
 from streamer.errors import ConfigError
 from streamer.logs import FORMAT_ENV, FORMATS, setup_logging
 from streamer.workers.models import model_class
 from streamer.workers.models.base import parse_params
-from streamer.workers.nats_worker import REFUSED_EXIT_CODE, run_nats
+from streamer.workers.nats_worker import REFUSED_EXIT_CODE, Vitals, run_nats
 from streamer.workers.respawn import Backoff
 
 log = logging.getLogger("streamer.worker")
@@ -71,7 +75,7 @@ def main(argv: list[str] | None = None) -> None:
     setup_logging(level, process="worker-supervisor", log_format=config.server.log_format)
     where = redact(config.pool.nats_url)
     code = Supervisor(where, Backoff.from_config(config.pool), run_nats, (config, level),
-                      REFUSED_EXIT_CODE).run()
+                      REFUSED_EXIT_CODE, Watchdog.from_config(config.pool)).run()
     if code == 2:
         print(f"streamer-worker: the NATS server at {where} refused this worker's credentials "
               "(STREAMER_NATS_TOKEN, or STREAMER_NATS_USER and STREAMER_NATS_PASSWORD); not "
@@ -93,17 +97,42 @@ def _config(args: argparse.Namespace) -> Config:
     return config
 
 
+@dataclass(frozen=True, slots=True)
+class Watchdog:
+    """How long a worker process may take to become ready, then how long its liveness stamp
+    may go stale, before its supervisor kills it as hung."""
+
+    start_timeout: float
+    timeout: float
+
+    @classmethod
+    def from_config(cls, pool: PoolConfig) -> Watchdog:
+        return cls(pool.start_timeout, pool.heartbeat_timeout)
+
+    def verdict(self, vitals: Vitals, started: float, now: float) -> str | None:
+        """Why the child counts as hung, or None."""
+        if not vitals.alive.value:
+            if now - started > self.start_timeout:
+                return f"was not ready within {self.start_timeout:g} s"
+            return None
+        silent = now - vitals.alive.value
+        if silent > self.timeout:
+            return f"showed no sign of life for {silent:.1f} s; dropping it as hung"
+        return None
+
+
 class Supervisor:
     """Runs the model process, restarts it, and stops it on a signal (gunicorn's arbiter in
     miniature: signal handlers only set a flag; a self-pipe wakes the waiting loop)."""
 
     def __init__(self, where: str, backoff: Backoff, target: Callable[..., None],
-                 args: tuple[object, ...], refused: int) -> None:
+                 args: tuple[object, ...], refused: int, watchdog: Watchdog) -> None:
         self.where = where
         self.target = target
         self.args = args
         self.refused = refused
         self.backoff = backoff
+        self.watchdog = watchdog
         self.stopping = False
         self._ctx = multiprocessing.get_context("fork")  # no threads here: fork is safe, fast
 
@@ -119,29 +148,40 @@ class Supervisor:
             signal.signal(sig, self._on_signal)
         idle_deaths = 0
         child: BaseProcess | None = None
+        previous: str | None = None
+        check = min(1.0, self.watchdog.timeout / 4)
         try:
             while not self.stopping:
-                answered = self._ctx.RawValue("q", 0)  # shared memory the child counts into
+                vitals = Vitals(answered=self._ctx.RawValue("q", 0),  # shared memory
+                                alive=self._ctx.RawValue("d", 0.0))
+                name = new_id()
                 child = self._ctx.Process(target=self.target, name="streamer-worker-model",
-                                          args=(*self.args, os.getpid(), answered))
+                                          args=(*self.args, os.getpid(), vitals, name, previous))
                 child.start()
+                previous = name
                 started = time.monotonic()
                 while child.exitcode is None and not self.stopping:
-                    wait([child.sentinel, wake_r])
+                    wait([child.sentinel, wake_r], check)
                     _drain(wake_r)
+                    why = self.watchdog.verdict(vitals, started, time.monotonic())
+                    if why is not None and child.exitcode is None:
+                        log.error("worker process %d %s", child.pid, why)
+                        child.kill()
+                        child.join()
                 if self.stopping:
                     break
                 code = child.exitcode
+                answered = vitals.answered
                 if code == self.refused:
                     return 2
                 if code == 0:
-                    log.info("the model process left (NATS at %s); starting another",
+                    log.info("the worker process left (NATS at %s); starting another",
                              self.where)
                     idle_deaths = 0
                     continue
                 idle_deaths = self.backoff.next_idle_deaths(idle_deaths, bool(answered.value))
                 delay = self.backoff.delay(idle_deaths)
-                log.warning("model process %d exited with %s after %.1f s and %d answers; "
+                log.warning("worker process %d exited with %s after %.1f s and %d answers; "
                             "restarting%s", child.pid, _exit_text(code),
                             time.monotonic() - started, answered.value,
                             f" in {delay:.1f} s" if delay else "")

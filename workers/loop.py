@@ -117,7 +117,7 @@ def serve(conn: Connection, parent_pid: int | None = None,
         got = "nothing" if config is None else f"a {config.KIND} message"
         log.error("expected a config from the gateway within %.0f s, got %s", CONFIG_TIMEOUT, got)
         return BOOT_FAILED_EXIT_CODE
-    _lower_priority(config.nice)
+    lower_priority(config.nice)
     stop = threading.Event()
     beats = threading.Thread(target=_heartbeats, args=(chan, config, stop, parent_pid),
                              name="heartbeat", daemon=True)
@@ -128,7 +128,7 @@ def serve(conn: Connection, parent_pid: int | None = None,
         stop.set()
 
 
-def _lower_priority(nice: int) -> None:
+def lower_priority(nice: int) -> None:
     """Workers yield the CPU to the gateway: its loop answers sockets while they compute."""
     try:
         if os.getpriority(os.PRIO_PROCESS, 0) < nice:
@@ -170,7 +170,7 @@ def _work(chan: Channel, config: WorkerConfig, answered: Counter | None) -> int:
                 if batching:
                     held = _fill(chan, batch, config)
                 for result in runner.run_batch(batch):
-                    chan.send(_encode(result))
+                    chan.send(encode_result(result))
                     if answered is not None:
                         answered.value += 1
             elif isinstance(msg, EndSession):
@@ -181,7 +181,7 @@ def _work(chan: Channel, config: WorkerConfig, answered: Counter | None) -> int:
         return GATEWAY_GONE_EXIT_CODE  # the gateway closed our stream or died
 
 
-def _encode(result: InferenceResult) -> bytes:
+def encode_result(result: InferenceResult) -> bytes:
     """The result's envelope; if the output still cannot be packed, an error result instead,
     so one segment's output never costs the worker."""
     try:

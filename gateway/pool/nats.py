@@ -177,7 +177,7 @@ class NatsPool:
         remote = self._remotes.get(note.worker)
         if note.gone:
             if remote is not None:
-                self._drop(note.worker, "disconnected (it left, or its model process died)")
+                self._drop(note.worker, "disconnected (it left, or its process died)")
             return
         if remote is None:
             remote = _Remote(next(self._ids), note.worker, note.subject, note.host, note.pid,
