@@ -182,8 +182,7 @@ async def serve(app: web.Application, sock: socket.socket, config: Config,
         code = 1
     else:
         if boot.done():
-            log.info("ready after %.2f s: %d of %d workers ready", time.monotonic() - started,
-                     app[POOL].stats().ready, app[POOL].stats().size)
+            await _log_ready(app, config, started, stopping)
         await stopping
         log.info("%s received: stopping", received[0] if received else "signal")
     stopping.cancel()
@@ -192,6 +191,31 @@ async def serve(app: web.Application, sock: socket.socket, config: Config,
     log.info("exiting after %.1f s: %d streams served, %d segments answered",
              time.monotonic() - started, streams, answered)
     return code
+
+
+async def _log_ready(app: web.Application, config: Config, started: float,
+                     stopping: asyncio.Future[Any]) -> None:
+    """Say when the gateway can serve, with the workers it has. NATS workers join after the
+    pool starts: wait for the first, then one heartbeat interval, in which every running
+    worker announces itself."""
+    pool = app[POOL]
+    if not config.pool.nats_url:
+        stats = pool.stats()
+        log.info("ready after %.2f s: %d of %d workers ready", time.monotonic() - started,
+                 stats.ready, stats.size)
+        return
+    from streamer.gateway.pool.nats import NatsPool
+
+    assert isinstance(pool, NatsPool)
+    joined = asyncio.ensure_future(pool.joined.wait())
+    await asyncio.wait({joined, stopping}, return_when=asyncio.FIRST_COMPLETED)
+    joined.cancel()
+    if stopping.done():
+        return
+    ready_after = time.monotonic() - started
+    await asyncio.wait({stopping}, timeout=config.pool.heartbeat_interval)
+    if not stopping.done():
+        log.info("ready after %.2f s: %s", ready_after, pool.fleet())
 
 
 async def _second_signal_exits_at_once(app: web.Application) -> None:

@@ -91,10 +91,11 @@ def nats_workers(tmp_path: Path, nats_server: Any) -> Iterator[Callable[..., Any
 
     started: list[NatsWorker] = []
 
-    def start(model: str = "counter", token: str | None = None, **settings: Any) -> NatsWorker:
+    def start(model: str = "counter", token: str | None = None, group: bool = False,
+              **settings: Any) -> NatsWorker:
         env = {"STREAMER_" + k.upper(): str(v) for k, v in settings.items()}
         w = NatsWorker(nats_server.url, tmp_path / f"nats-worker-{len(started)}.log",
-                       nats_server.token if token is None else token, model, env)
+                       nats_server.token if token is None else token, model, env, group)
         started.append(w)
         return w
 

@@ -74,16 +74,17 @@ class NatsServer:
 
 
 class NatsWorker:
-    """One ``streamer-worker --nats`` (a supervisor and its worker process)."""
+    """One ``streamer-worker --nats`` (a supervisor and its worker process); ``group``: in a
+    process group of its own, as honcho starts each process."""
 
     def __init__(self, url: str, log: Path, token: str, model: str,
-                 settings: dict[str, str]) -> None:
+                 settings: dict[str, str], group: bool = False) -> None:
         self.log = log
         self._out = open(log, "wb")  # noqa: SIM115 (closed in stop)
         env = clean_env(STREAMER_NATS_TOKEN=token, **settings)
         self.proc = subprocess.Popen([str(BIN / "streamer-worker"), "--nats", url, "--model",
                                       model], stdout=self._out, stderr=subprocess.STDOUT,
-                                     env=env)
+                                     env=env, start_new_session=group)
 
     def text(self) -> str:
         return self.log.read_text(errors="replace")

@@ -95,6 +95,7 @@ class NatsPool:
         self._outage_failed = False  # what was held in this outage got its errors
         self.lost = 0
         self.outages = 0
+        self.joined = asyncio.Event()  # a worker has been heard: the gateway can be ready
 
     # ---- lifecycle ----------------------------------------------------------------------
     async def start(self) -> None:
@@ -188,6 +189,7 @@ class NatsPool:
                 self._send, note.subject, f"{self.inbox}.{remote.local_id}"))
             log.info("worker %s (host %s, pid %d, capacity %d) joined over NATS", note.worker,
                      note.host, note.pid, note.capacity)
+            self.joined.set()
         remote.last_heard = time.monotonic()
         remote.pid = note.pid
         if note.free > 0:
@@ -298,6 +300,14 @@ class NatsPool:
                          inflight=d.inflight, restarts=0, redispatched=d.redispatched,
                          poisoned=d.poisoned, available=self.available, workers=workers,
                          lost=self.lost)
+
+    def fleet(self) -> str:
+        """The workers heard, for a log line: how many, their capacity, on how many hosts."""
+        remotes = list(self._remotes.values())
+        hosts = len({r.host for r in remotes})
+        return (f"{len(remotes)} worker{'s' * (len(remotes) != 1)} through NATS at "
+                f"{redact(self.url)} (capacity {sum(r.capacity for r in remotes)}, on "
+                f"{hosts} host{'s' * (hosts != 1)})")
 
     def describe(self) -> dict[str, Any]:
         return {"url": redact(self.url), "connected": self.connected, "outages": self.outages}

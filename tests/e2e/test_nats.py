@@ -32,7 +32,7 @@ FAST = {"pool__heartbeat_interval": 0.2, "pool__heartbeat_timeout": 2.0}
 
 async def nats_gateway(gateway, nats_server, **settings):
     return await gateway(workers=0, pool__nats_url=nats_server.url, model__mode="sleep",
-                         session__chunk_seconds=CHUNK, **FAST, **settings)
+                         session__chunk_seconds=CHUNK, **{**FAST, **settings})
 
 
 async def test_two_gateways_share_three_workers_through_sigkills(gateway, nats_server,
@@ -212,6 +212,26 @@ async def test_a_hung_worker_is_dropped_and_comes_back(gateway, nats_server, nat
     assert hung not in procs[0].model_pids()
 
 
+async def test_sigterm_to_a_worker_group_leaves_cleanly(gateway, nats_server, nats_workers):
+    """honcho stops a process with SIGTERM to its whole group, so the worker process gets it
+    twice (from honcho, then from its supervisor): it still says ``gone`` (the gateway lets
+    it go at once, long before its heartbeat timeout), exits 0 and logs no error."""
+    worker = nats_workers(group=True, pool__heartbeat_interval="0.2",
+                          pool__heartbeat_timeout="30")
+    server = await nats_gateway(gateway, nats_server, pool__heartbeat_timeout=30.0)
+    pool = server.app[POOL]
+    await wait_until(lambda: pool.stats().ready == 1, within=40, what="the worker")
+    assert not assert_each_segment_answered_once(
+        (await stream_audio(str(server.make_url(SIMPLE)), FMT, make_pcm(FMT, 1.0),
+                            chunk_size=4000)).events, 1.0)
+    os.killpg(worker.proc.pid, signal.SIGTERM)
+    assert await asyncio.wait_for(asyncio.to_thread(worker.proc.wait), 20) == 0
+    await wait_until(lambda: pool.stats().ready == 0, within=5, what="the worker gone")
+    text = worker.text()
+    assert "never retrieved" not in text and "Traceback" not in text, text
+    assert " ERROR " not in text and "CancelledError" not in text, text
+
+
 def spawn(args: list[str], log: Path, env: dict[str, str]) -> subprocess.Popen[bytes]:
     with open(log, "wb") as out:
         return subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
@@ -309,6 +329,11 @@ async def test_a_sigkilled_gateway_leaves_workers_and_other_gateways_serving(
                     return False
 
             await wait_until(other_ready, within=40, what="the second gateway ready")
+        log = tmp_path / "other-gateway.log"  # its start-up line counts the NATS workers
+        line = await wait_until(lambda: next((x for x in log.read_text().splitlines()
+                                              if "ready after" in x), None),
+                                within=10, what="the ready line")
+        assert "1 worker through NATS at nats://127.0.0.1" in line and "on 1 host" in line, line
         killed = asyncio.Event()
 
         def kill_the_other(event: ServerEvent) -> None:
