@@ -274,7 +274,8 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     return out
 
 
-def report(r: dict[str, Any]) -> str:
+def markdown(r: dict[str, Any]) -> str:
+    """The results as markdown tables (printed, and ``scripts/bench_report.py``'s section)."""
     bare = r["bare"]["p50"]
     rows = [("embedded pool (socketpair)", r["embedded"]),
             ("NATS pool (streamer-worker --nats)", r["nats"]),
@@ -305,7 +306,7 @@ def main() -> None:
     parser.add_argument("--json", help="write the results here")
     args = parser.parse_args()
     results = asyncio.run(main_async(args))
-    print(report(results))
+    print(markdown(results))
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=1))
 

@@ -8,7 +8,8 @@ results as JSON; this collects them into ``doc/img/bench_results.json``, draws
 
 With ``--only``, the other benchmarks' figures are kept from the last full run.
 
-Usage: scripts/bench_all [--quick] [--only decode,overhead,loop_lag,capacity] [--no-doc]
+Usage: scripts/bench_all [--quick] [--only decode,overhead,loop_lag,capacity,nats,streaming]
+    [--no-doc]
 """
 
 from __future__ import annotations
@@ -26,15 +27,19 @@ from typing import Any
 import bench_capacity
 import bench_decode
 import bench_loop_lag
+import bench_nats
 import bench_overhead
+import bench_streaming
 from bench_common import ROOT, machine
 
 BENCHES = {"decode": bench_decode, "overhead": bench_overhead, "loop_lag": bench_loop_lag,
-           "capacity": bench_capacity}
+           "capacity": bench_capacity, "nats": bench_nats, "streaming": bench_streaming}
 TITLES = {"decode": "Decode + resample throughput",
           "overhead": "Gateway overhead per segment",
           "loop_lag": "Event-loop lag and health-route latency under full model load",
-          "capacity": "Capacity"}
+          "capacity": "Capacity",
+          "nats": "The NATS transport: a segment's round trip, loop lag, two gateways",
+          "streaming": "Live transcription: embedded workers against a thread pool"}
 DOC = ROOT / "doc" / "07_performance.md"
 IMG = ROOT / "doc" / "img"
 START, END = "<!-- results:start -->", "<!-- results:end -->"

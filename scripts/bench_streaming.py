@@ -217,14 +217,25 @@ def main() -> None:
     if args.quick:
         args.clips, args.sessions = 1, "1,2,4"
     result = asyncio.run(run(args))
-    rows = [row_cells(r) for rows in result["ladders"].values() for r in rows]
-    rows += [row_cells(dict(r, placement="embedded, cpu")) for r in result.get("cpu", [])]
     print()
-    print(markdown_table(HEADERS, rows) if args.markdown else table(HEADERS, rows))
-    print()
-    s = summary(result)
-    print(markdown_table(["", ""], s) if args.markdown else table(["", ""], s))
+    if args.markdown:
+        print(markdown(result))
+    else:
+        print(table(HEADERS, all_rows(result)))
+        print()
+        print(table(["", ""], summary(result)))
     write_json(args.json, result)
+
+
+def all_rows(result: dict[str, Any]) -> list[list[object]]:
+    rows = [row_cells(r) for rows in result["ladders"].values() for r in rows]
+    return rows + [row_cells(dict(r, placement="embedded, cpu")) for r in result.get("cpu", [])]
+
+
+def markdown(result: dict[str, Any]) -> str:
+    """The ladders and the summary as markdown (``scripts/bench_report.py``'s section)."""
+    return (markdown_table(HEADERS, all_rows(result)) + "\n\n"
+            + markdown_table(["summary", "value"], summary(result)))
 
 
 if __name__ == "__main__":

@@ -5,72 +5,16 @@ up, and the pool returns to full size. Kills are triggered by results arriving, 
 
 from __future__ import annotations
 
-import asyncio
 import os
-import random
 import signal
-from collections.abc import Callable
 
 from streamer.client import stream_audio
 from streamer.gateway.state import POOL
-from streamer.protocol import AudioFormat, ErrorEvent, SegmentEvent, ServerEvent
+from streamer.protocol import SegmentEvent, ServerEvent
 from tests.audio_gen import make_pcm
+from tests.chaosutil import CHUNK, FMT, Killer, assert_fresh_state_after_one_loss, load
 from tests.conftest import wait_until
-from tests.e2e.test_simple import SIMPLE, check_channel
-
-FMT = AudioFormat(1, 16000)
-CHUNK = 0.25  # seconds per segment
-
-
-def assert_each_segment_answered_once(events: list[ServerEvent], seconds: float) -> list[str]:
-    """Each chunk of the stream has exactly one result or one error; returns the errors."""
-    answers = [e for e in events if isinstance(e, SegmentEvent | ErrorEvent)]
-    spans = [(round(e.start_time, 6), round(e.end_time, 6)) for e in answers]
-    n = round(seconds / CHUNK)
-    assert sorted(spans) == [(round(i * CHUNK, 6), round((i + 1) * CHUNK, 6)) for i in range(n)]
-    assert spans == sorted(spans)  # and in stream order
-    for e in answers:
-        if isinstance(e, SegmentEvent):
-            assert e.output["count"] == round(CHUNK * 16000)
-    errors = [e.message for e in answers if isinstance(e, ErrorEvent)]
-    assert all("crashed" in m or "disconnected" in m for m in errors), errors
-    return errors
-
-
-async def load(server, sessions: int, seconds: float,
-               on_event: Callable[[ServerEvent], None] | None = None) -> list[str]:
-    reports = await asyncio.gather(*(
-        stream_audio(str(server.make_url(SIMPLE)), FMT, make_pcm(FMT, seconds, seed=i),
-                     chunk_size=4000, on_event=on_event) for i in range(sessions)))
-    errors: list[str] = []
-    for report in reports:
-        assert report.close_code == 1000
-        errors += assert_each_segment_answered_once(report.events, seconds)
-    return errors
-
-
-class Killer:
-    """SIGKILLs a ready worker's process every ``every`` results the clients receive."""
-
-    def __init__(self, pids: Callable[[], list[int]], every: int) -> None:
-        self._pids, self._every = pids, every
-        self._seen = 0
-        self.kills = 0
-        self._rng = random.Random(4)
-
-    def __call__(self, event: ServerEvent) -> None:
-        if not isinstance(event, SegmentEvent):
-            return
-        self._seen += 1
-        if self._seen % self._every:
-            return
-        pids = self._pids()
-        if pids:
-            try:
-                os.kill(self._rng.choice(pids), signal.SIGKILL)
-                self.kills += 1
-            except ProcessLookupError:
-                pass
+from tests.e2e.test_simple import SIMPLE
 
 
 async def test_sigkill_embedded_workers_repeatedly_under_load(gateway):
@@ -116,17 +60,9 @@ async def test_a_stateful_stream_whose_worker_dies_is_told_and_goes_on_with_fres
     report = await stream_audio(str(server.make_url(SIMPLE)), FMT, make_pcm(FMT, 3.0),
                                 chunk_size=4000, on_event=kill_after_the_fourth_result)
     assert killed
-    lost = [e for e in report.events if isinstance(e, ErrorEvent)]
-    assert len(lost) == 1 and "state for this stream was lost" in lost[0].message
-    segs = [e for e in report.events if isinstance(e, SegmentEvent)]
-    check_channel(report.events, 0, 48000, chunk=4000)  # every segment answered, in order
-    totals = [e.output["total"] for e in segs]
-    restart = next(i for i, e in enumerate(segs) if e.start_time == lost[0].start_time)
-    assert totals[:restart] == [4000 * (i + 1) for i in range(restart)]
-    assert totals[restart:] == [4000 * (i + 1) for i in range(len(segs) - restart)]
-    assert restart >= 4
+    lost, segs, restart = assert_fresh_state_after_one_loss(report, 3.0)
     # in stream order: right before the first result with fresh state
-    assert report.events.index(lost[0]) + 1 == report.events.index(segs[restart])
+    assert report.events.index(lost) + 1 == report.events.index(segs[restart])
 
 
 async def test_workers_that_never_finish_booting_make_the_gateway_say_try_again_later(gateway):

@@ -19,8 +19,15 @@ from streamer.client import stream_audio
 from streamer.gateway.state import POOL
 from streamer.protocol import AudioFormat, ErrorEvent, SegmentEvent, ServerEvent
 from tests.audio_gen import make_pcm
+from tests.chaosutil import (
+    CHUNK,
+    FMT,
+    Killer,
+    assert_each_segment_answered_once,
+    assert_fresh_state_after_one_loss,
+    load,
+)
 from tests.conftest import BIN, clean_env, free_port, wait_until
-from tests.e2e.test_chaos import CHUNK, FMT, Killer, assert_each_segment_answered_once
 from tests.e2e.test_simple import SIMPLE, check_channel
 from tests.natsutil import TOKEN, require_nats_binary
 
@@ -56,19 +63,8 @@ async def test_two_gateways_share_three_workers_through_sigkills(gateway, nats_s
         return [pid for p in procs for pid in p.model_pids()]
 
     killer = Killer(model_pids, 10)
-    seconds = 6.0
-
-    async def load(server, seed: int) -> list[str]:
-        reports = await asyncio.gather(*(
-            stream_audio(str(server.make_url(SIMPLE)), FMT, make_pcm(FMT, seconds, seed=seed + i),
-                         chunk_size=4000, on_event=killer) for i in range(2)))
-        errors: list[str] = []
-        for report in reports:
-            assert report.close_code == 1000
-            errors += assert_each_segment_answered_once(report.events, seconds)
-        return errors
-
-    errors = sum(await asyncio.gather(load(servers[0], 0), load(servers[1], 10)), [])
+    errors = sum(await asyncio.gather(*(load(s, 2, 6.0, on_event=killer, seed=10 * i)
+                                        for i, s in enumerate(servers))), [])
     assert killer.kills >= 4
     assert sum(p.stats().lost for p in pools) >= killer.kills  # each gateway saw workers go
     assert len(errors) <= 4
@@ -120,15 +116,7 @@ async def test_a_stateful_stream_keeps_order_and_is_told_when_its_worker_dies(
     report = await stream_audio(str(server.make_url(SIMPLE)), FMT, make_pcm(FMT, 3.0),
                                 chunk_size=4000, on_event=kill_after_the_fourth_result)
     assert killed
-    lost = [e for e in report.events if isinstance(e, ErrorEvent)]
-    assert len(lost) == 1 and "state for this stream was lost" in lost[0].message
-    segs = [e for e in report.events if isinstance(e, SegmentEvent)]
-    check_channel(report.events, 0, 48000, chunk=4000)
-    totals = [e.output["total"] for e in segs]
-    restart = next(i for i, e in enumerate(segs) if e.start_time == lost[0].start_time)
-    assert restart >= 4
-    assert totals[:restart] == [4000 * (i + 1) for i in range(restart)]
-    assert totals[restart:] == [4000 * (i + 1) for i in range(len(segs) - restart)]
+    assert_fresh_state_after_one_loss(report, 3.0)
 
 
 async def test_the_broker_stops_and_comes_back(gateway, nats_server, nats_workers):

@@ -86,13 +86,26 @@ def test_capacity_searches_and_accounts_for_cpu(results):
     assert embedded["cpu"]["workers"] > 0
 
 
-def test_the_report_renders_tables_and_a_plot(results, tmp_path):
-    pytest.importorskip("matplotlib")
+def report_module() -> Any:
     sys.path.insert(0, str(SCRIPTS))
     try:
         import bench_report
     finally:
         sys.path.remove(str(SCRIPTS))
+    return bench_report
+
+
+def section(name: str, result: dict[str, Any]) -> str:
+    """The block ``bench_report`` writes into doc/07 for this one benchmark's results."""
+    report = report_module()
+    block = report.render({name: result, "machine": report.machine(), "when": "now"}, "abc")
+    assert f"### {report.TITLES[name]}" in block and name in report.BENCHES
+    return str(block)
+
+
+def test_the_report_renders_tables_and_a_plot(results, tmp_path):
+    pytest.importorskip("matplotlib")
+    bench_report = report_module()
     merged: dict[str, Any] = {name: r for name, (_, r) in results.items()}
     merged["machine"] = merged["decode"]["machine"]
     merged["when"] = "now"
@@ -140,6 +153,8 @@ def test_nats_bench_compares_the_pool_with_a_bare_request(tmp_path):
         assert 0 < r[path]["p50"] <= r[path]["p99"] and r[path]["n"] >= 100
     assert r["lag"]["segments_per_s"] > 0 and r["lag"]["n"] > 0
     assert r["one_gateway"] > 0 and r["two_gateways"] > 0
+    block = section("nats", r)
+    assert "| NATS pool (streamer-worker --nats) |" in block and "2 gateways" in block
 
 
 def test_streaming_bench_runs_a_placement_and_the_cpu_comparison(tmp_path: Path) -> None:
@@ -157,3 +172,5 @@ def test_streaming_bench_runs_a_placement_and_the_cpu_comparison(tmp_path: Path)
     assert [c["interims"] for c in r["cpu"]] == [False, True, False, True]
     assert all(c["workers_cpu_per_audio_s"] > 0 and c["finals"] == 3 for c in r["cpu"])
     assert "interims on / off" in proc.stdout
+    block = section("streaming", r)
+    assert "| thread | 1 |" in block and "workers CPU per audio s, interims on / off" in block
