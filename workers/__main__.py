@@ -122,7 +122,7 @@ class Watchdog:
 
 
 class Supervisor:
-    """Runs the model process, restarts it, and stops it on a signal (gunicorn's arbiter in
+    """Runs the worker process, restarts it, and stops it on a signal (gunicorn's arbiter in
     miniature: signal handlers only set a flag; a self-pipe wakes the waiting loop)."""
 
     def __init__(self, where: str, backoff: Backoff, target: Callable[..., None],

@@ -1,13 +1,13 @@
-"""The worker process loop, the same for embedded workers and NATS workers' model processes.
+"""The embedded worker process loop (a NATS worker runs the same ``Runner`` on a thread instead,
+see ``workers/nats_worker.py``).
 
-On its byte stream (a socketpair from the gateway, or from its NATS process, see
-``workers/nats_worker.py``) a worker says hello, receives the gateway's config, loads and warms up
-the model, says ready, then answers requests until the gateway is gone. The stream is wrapped in
-``multiprocessing.connection.Connection``, whose length-prefixed framing the gateway reads with
-asyncio. A heartbeat thread tells the gateway the worker is alive even while the model holds the
-main thread for seconds; the gateway's heartbeats tell the worker the gateway is alive. Requests
-already waiting on the connection are taken together, up to ``max_batch`` within ``max_wait``,
-and run as one batch when the model batches.
+On its byte stream (a socketpair from the gateway) a worker says hello, receives the gateway's
+config, loads and warms up the model, says ready, then answers requests until the gateway is
+gone. The stream is wrapped in ``multiprocessing.connection.Connection``, whose length-prefixed
+framing the gateway reads with asyncio. A heartbeat thread tells the gateway the worker is alive
+even while the model holds the main thread for seconds; the gateway's heartbeats tell the worker
+the gateway is alive. Requests already waiting on the connection are taken together, up to
+``max_batch`` within ``max_wait``, and run as one batch when the model batches.
 """
 
 from __future__ import annotations

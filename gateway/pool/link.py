@@ -1,5 +1,4 @@
-"""The gateway's end of a worker's byte stream lives in ``streamer.link`` (a NATS worker uses
-it too, for its own model process, without importing the gateway)."""
+"""The gateway's end of a worker's byte stream lives in ``streamer.link``."""
 
 from streamer.link import MAX_FRAME, WorkerLink, open_link, read_frame
 
