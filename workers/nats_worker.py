@@ -4,10 +4,10 @@ One process holds both the NATS connection and the model. Its asyncio loop (the 
 only talks to NATS: requests in, results and ``busy`` out, announcements. The model runs on a
 thread of its own (:class:`ModelThread`), fed through a queue and answering through
 ``call_soon_threadsafe``, so a request crosses no process boundary between the broker and the
-model. (A model process behind a socketpair cost more per segment than the broker's own round
-trip.) Python hands the GIL to the loop every few milliseconds while the model computes, the
-way the heartbeat thread of an embedded worker gets it; on Linux the model thread alone is
-niced (``pool.worker_nice``), so the loop keeps its priority.
+model. (A model process behind a socketpair added about half of the broker's own round trip to
+every segment.) Python hands the GIL to the loop every few milliseconds while the model
+computes, the way the heartbeat thread of an embedded worker gets it; on Linux the model thread
+alone is niced (``pool.worker_nice``), so the loop keeps its priority.
 
 It announces itself on its model's subject every ``pool.heartbeat_interval`` with its own
 subject, its capacity (``pool.worker_inflight``) and its free room. Requests come from any
