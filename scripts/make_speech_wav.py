@@ -43,9 +43,10 @@ public <sentence> = <statement> | <request> | <wish>;
 PAUSE, EDGE = 0.7, 0.3
 
 
-def synthesise(text: str, tmp: Path) -> np.ndarray:
+def synthesise(text: str, tmp: Path, voice: str = "en-us", speed: int = 175) -> np.ndarray:
     out = tmp / "s.wav"
-    subprocess.run(["espeak-ng", "-v", "en-us", "-s", "175", "-w", str(out), text], check=True)
+    subprocess.run(["espeak-ng", "-v", voice, "-s", str(speed), "-w", str(out), text],
+                   check=True)
     with wave.open(str(out), "rb") as w:
         x = np.frombuffer(w.readframes(w.getnframes()), "<i2").astype(np.float64) / 32768.0
         rate = w.getframerate()
@@ -54,11 +55,11 @@ def synthesise(text: str, tmp: Path) -> np.ndarray:
     return x[loud[0]:loud[-1] + 1]
 
 
-def write(target: Path, sentences: list[str]) -> None:
+def write(target: Path, sentences: list[str], voice: str = "en-us", speed: int = 175) -> None:
     parts, spans, pos = [], [], round(EDGE * RATE)
     with tempfile.TemporaryDirectory() as tmp:
         for text in sentences:
-            x = synthesise(text, Path(tmp))
+            x = synthesise(text, Path(tmp), voice, speed)
             spans.append((pos / RATE, (pos + len(x)) / RATE))
             parts += [np.zeros(round(PAUSE * RATE)), x]
             pos += len(x) + round(PAUSE * RATE)
