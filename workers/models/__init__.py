@@ -5,6 +5,7 @@ from streamer.workers.models import (  # noqa: F401  (registers)
     features,
     silero_vad,
     transcribe,
+    vosk_model,
 )
 from streamer.workers.models.base import (
     Model,
