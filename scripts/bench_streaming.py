@@ -1,6 +1,7 @@
 #!/usr/bin/env python
-"""Live transcription under load: the streaming ``transcribe`` model in worker processes against
-the same model in a thread pool inside the gateway (the usual Python server's design), one run.
+"""Live transcription under load: a streaming model (``transcribe``, or ``vosk`` with ``--model``)
+in worker processes against the same model in a thread pool inside the gateway (the usual Python
+server's design), one run.
 
 Every placement runs the same pipeline: the gateway (in this process, its loop timed) segments
 with the chosen detector (silero by default) and feeds each open speech segment to the stream's
@@ -10,18 +11,25 @@ Silero's network on the loop (everything in one process, as the usual peer does)
 runs Silero's network in the gateway's detector process (``pool.vad_workers`` 1);
 ``embedded-vad-on-loop`` is the same with the network on the event loop (``pool.vad_workers``
 0), to show what moving it off the loop buys. Load
-comes from ``streamer-loadtest`` in another process: N sessions each streaming the espeak-ng
-speech fixture in real time (``--clips`` times over, so about 6.25 s per clip).
+comes from ``streamer-loadtest`` in another process: N sessions each streaming an espeak-ng
+speech fixture in real time, ``--clips`` times over: the English one for ``transcribe`` (6.25 s
+per clip), the Korean one for ``vosk`` (7.26 s; its bundled model is Korean).
+
+pocketsphinx holds the GIL while it decodes, so its thread pool decodes one stream at a time;
+vosk releases it, so there the comparison is of two designs that both run in parallel.
 
 Per placement and session count it reports the finalization latency (arrival of a final result
 minus the time the frame holding its last sample was sent: it includes the detector's
 ``min_silence`` wait, 0.5 s by default), the gateway's event-loop lag, and the CPU of the gateway
 and its workers per second of audio. The ladder stops at the first count whose finalization p99
 reaches the target (1 s) or that loses a session. ``--cpu`` then compares CPU per audio second
-with interim results on and off (embedded workers).
+with interim results on and off (embedded workers). For vosk each gateway first serves one
+unrecorded pass (``--warm``): its recognisers decode several times cheaper once warm, and the
+model keeps the recognisers of ended streams for the next ones, as a serving worker's are.
 
 Usage (from the repository root): .venv/bin/python scripts/bench_streaming.py [--quick]
-    [--sessions 1,2,4,6] [--placements embedded,embedded-vad-on-loop,thread]
+    [--model transcribe|vosk] [--sessions 1,2,4,6]
+    [--placements embedded,embedded-vad-on-loop,thread]
     [--detector silero|energy] [--json FILE] [--markdown]
 """
 
@@ -31,6 +39,7 @@ import argparse
 import asyncio
 import math
 import time
+from pathlib import Path
 from typing import Any
 
 import psutil
@@ -49,7 +58,8 @@ from bench_common import (
 
 from streamer.config import Config, load_config
 
-SPEECH = ROOT / "tests" / "data" / "speech_3_sentences.wav"
+SPEECH = {"transcribe": ROOT / "tests" / "data" / "speech_3_sentences.wav",
+          "vosk": ROOT / "tests" / "data" / "speech_ko_3_sentences.wav"}
 TARGET = 1.0  # finalization p99, seconds
 WORKERS = 2
 
@@ -61,14 +71,16 @@ def pool_kind(placement: str) -> str:
     return "embedded" if placement == VAD_ON_LOOP else placement
 
 
-def make_config(placement: str, sessions: int, detector: str) -> Config:
+def make_config(placement: str, sessions: int, detector: str, model: str) -> Config:
     per_worker = sessions if placement == "thread" else math.ceil(sessions / WORKERS)
     vad_workers = 1 if placement == "embedded" else 0
+    # transcribe: a decoder for every stream a worker holds (no replays after an eviction);
+    # vosk: as many warm recognisers kept between one level's sessions and the next's
+    sized = {"model.decoders": per_worker + 1} if model == "transcribe" else \
+        {"model.spare": per_worker}
     return load_config(env={}, overrides={
         "pool.workers": WORKERS, "pool.worker_nice": 0, "server.heartbeat": 0,
-        "server.log_level": "ERROR", "model.name": "transcribe",
-        # a decoder for every stream a worker holds: no replays after an eviction
-        "model.decoders": per_worker + 1, "vad.detector": detector,
+        "server.log_level": "ERROR", "model.name": model, **sized, "vad.detector": detector,
         "pool.vad_workers": vad_workers})
 
 
@@ -85,14 +97,15 @@ def cpu_seconds(proc: psutil.Process) -> tuple[float, float]:
     return own.user + own.system, children
 
 
-async def level(url: str, sessions: int, clips: int, interims: bool) -> dict[str, Any]:
+async def level(url: str, sessions: int, clips: int, interims: bool,
+                speech: Path) -> dict[str, Any]:
     """One load test against a running gateway; its report and what this process measured."""
     me = psutil.Process()
     monitor = LagMonitor()
     monitor.start()
     gw0, workers0 = cpu_seconds(me)
     t0 = time.perf_counter()
-    args = ["-i", str(SPEECH), "--endpoint", "segmented", "--real-time", "-n", str(sessions),
+    args = ["-i", str(speech), "--endpoint", "segmented", "--real-time", "-n", str(sessions),
             "--streams", str(clips), "--ramp-up", "1.0", "--drain-timeout", "20"]
     if interims:
         args.append("--interim-results")
@@ -115,13 +128,25 @@ async def level(url: str, sessions: int, clips: int, interims: bool) -> dict[str
                  and fin["p99"] < TARGET)}
 
 
+async def warm_up(url: str, sessions: int, model: str) -> None:
+    """One unrecorded pass of ``sessions`` sessions and one clip: a vosk recogniser decodes
+    several times cheaper once it has explored its decoding graph, and a serving worker's
+    recognisers are warm."""
+    row = await level(url, sessions, 1, False, SPEECH[model])
+    print(f"  (warm-up pass, {sessions} sessions: finalization p99 "
+          f"{fmt_ms(row['finalization_p99'], 0)} ms)", flush=True)
+
+
 async def ladder(placement: str, counts: list[int], clips: int, detector: str,
-                 interims: bool) -> list[dict[str, Any]]:
+                 interims: bool, model: str, warm: bool) -> list[dict[str, Any]]:
     rows = []
-    async with serve(make_config(placement, max(counts), detector), pool_kind(placement)) as gw:
+    config = make_config(placement, max(counts), detector, model)
+    async with serve(config, pool_kind(placement)) as gw:
         url = f"{gw.url}/api/v1/segmented"
+        if warm:
+            await warm_up(url, max(counts), model)
         for n in counts:
-            row = await level(url, n, clips, interims)
+            row = await level(url, n, clips, interims, SPEECH[model])
             row["placement"] = placement
             rows.append(row)
             print(f"  {placement:20} {n:2} sessions: finalization p99 "
@@ -132,12 +157,15 @@ async def ladder(placement: str, counts: list[int], clips: int, detector: str,
     return rows
 
 
-async def cpu_ratio(sessions: int, clips: int, detector: str) -> list[dict[str, Any]]:
+async def cpu_ratio(sessions: int, clips: int, detector: str, model: str,
+                    warm: bool) -> list[dict[str, Any]]:
     rows = []
-    async with serve(make_config("embedded", sessions, detector), "embedded") as gw:
+    async with serve(make_config("embedded", sessions, detector, model), "embedded") as gw:
         url = f"{gw.url}/api/v1/segmented"
+        if warm:
+            await warm_up(url, sessions, model)
         for interims in (False, True, False, True):  # interleaved: the machine's load drifts
-            row = await level(url, sessions, clips, interims)
+            row = await level(url, sessions, clips, interims, SPEECH[model])
             rows.append(row)
             print(f"  interims {'on ' if interims else 'off'}: workers "
                   f"{row['workers_cpu_per_audio_s']:.3f} CPU s per audio s", flush=True)
@@ -188,15 +216,18 @@ def summary(result: dict[str, Any]) -> list[list[object]]:
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
     counts = [int(n) for n in args.sessions.split(",")]
-    result: dict[str, Any] = {"machine": machine(), "clips": args.clips,
+    warm = args.model == "vosk" if args.warm is None else args.warm
+    result: dict[str, Any] = {"machine": machine(), "model": args.model, "clips": args.clips,
+                              "warm_up_pass": warm,
                               "detector": args.detector, "ladders": {}}
     for placement in args.placements.split(","):
         print(f"{placement}:", flush=True)
         result["ladders"][placement] = await ladder(placement, counts, args.clips,
-                                                    args.detector, args.interims)
+                                                    args.detector, args.interims, args.model,
+                                                    warm)
     if args.cpu:
         print("CPU, interim results on and off:", flush=True)
-        result["cpu"] = await cpu_ratio(args.cpu, args.clips, args.detector)
+        result["cpu"] = await cpu_ratio(args.cpu, args.clips, args.detector, args.model, warm)
     return result
 
 
@@ -204,7 +235,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sessions", default="1,2,3,4,6,8")
     parser.add_argument("--placements", default=f"embedded,{VAD_ON_LOOP},thread")
-    parser.add_argument("--clips", type=int, default=2, help="clips per session (6.25 s each)")
+    parser.add_argument("--model", default="transcribe", choices=sorted(SPEECH),
+                        help="the streaming model (vosk needs the vosk extra)")
+    parser.add_argument("--warm", action=argparse.BooleanOptionalAction, default=None,
+                        help="an unrecorded pass at the top session count before measuring "
+                        "(default: for vosk only)")
+    parser.add_argument("--clips", type=int, default=2,
+                        help="clips per session (6.25 s each; 7.26 s for vosk)")
     parser.add_argument("--detector", default="silero", choices=["silero", "energy"])
     parser.add_argument("--interims", action=argparse.BooleanOptionalAction, default=True,
                         help="ask for interim results in the ladders")

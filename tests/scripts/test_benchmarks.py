@@ -174,3 +174,21 @@ def test_streaming_bench_runs_a_placement_and_the_cpu_comparison(tmp_path: Path)
     assert "interims on / off" in proc.stdout
     block = section("streaming", r)
     assert "| thread | 1 |" in block and "workers CPU per audio s, interims on / off" in block
+
+
+def test_streaming_bench_runs_the_vosk_model(tmp_path: Path) -> None:
+    from tests.voskutil import require_vosk
+
+    require_vosk()
+    out = tmp_path / "streaming_vosk.json"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("STREAMER_")}
+    proc = subprocess.run([sys.executable, str(SCRIPTS / "bench_streaming.py"), "--model", "vosk",
+                           "--sessions", "1", "--clips", "1", "--placements", "thread", "--cpu",
+                           "0", "--no-warm", "--json", str(out)], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    r = json.loads(out.read_text())
+    assert r["model"] == "vosk" and r["warm_up_pass"] is False
+    (row,) = r["ladders"]["thread"]
+    assert row["finals"] == 3 and row["failed"] == 0 and row["interim_results"] > 0
+    assert row["gateway_cpu_per_audio_s"] > 0  # the thread placement decodes in the gateway
