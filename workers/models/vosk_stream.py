@@ -45,10 +45,7 @@ class VoskStream:
     def begin(self, start_time: float = 0.0) -> None:
         """Open an utterance at ``start_time`` seconds of the stream (dropping an unfinished
         one)."""
-        if self._samples:
-            self._rec.Reset()
-        self._done.clear()
-        self._samples = 0
+        self._drop_utterance()
         self._origin = self._clock / SAMPLE_RATE
         self.start_time = float(start_time)
 
@@ -83,18 +80,22 @@ class VoskStream:
         return Transcript(" ".join(w.word for w in words), words)
 
     def reset(self) -> None:
-        """Drop the open utterance, as good as new for another stream (vosk builds a new
-        feature pipeline after a final result)."""
-        if self._samples:
-            self._rec.FinalResult()
-        self._done.clear()
-        self._samples = 0
+        """Drop the open utterance: as good as new for another stream."""
+        self._drop_utterance()
         self.start_time = None
 
     @property
     def samples(self) -> int:
         """Samples fed to the open utterance."""
         return self._samples
+
+    def _drop_utterance(self) -> None:
+        """Close an unfinished utterance with a final result, thrown away: vosk then starts
+        the next one afresh (a new feature pipeline), as after any final."""
+        if self._samples:
+            self._rec.FinalResult()
+        self._done.clear()
+        self._samples = 0
 
     def _words(self, result: str) -> list[Word]:
         """vosk's words of one part, on the stream's timeline, inside the utterance."""
