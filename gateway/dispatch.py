@@ -23,7 +23,6 @@ future per job is all a job costs the event loop here: no callback is attached t
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import itertools
 import logging
 import time
@@ -32,7 +31,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from streamer.gateway.pool.base import Job
-from streamer.wire import EndSession, InferenceRequest, InferenceResult
+from streamer.wire import EndSession, InferenceRequest, InferenceResult, replace
 
 log = logging.getLogger(__name__)
 
@@ -113,7 +112,7 @@ class Dispatcher:
                     error=f"inference failed: {reason} (tried {req.attempt + 1} times; "
                           "this segment is not sent again)"))
                 continue
-            pending.request = dataclasses.replace(req, attempt=req.attempt + 1)
+            pending.request = replace(req, attempt=req.attempt + 1)
             pending.worker = None
             retry.append(rid)
         self.redispatched += len(retry)
@@ -219,7 +218,7 @@ class Dispatcher:
         pending = self._pending.pop(rid, None)
         if pending is not None and not pending.future.done():
             if pending.state_lost:
-                result = dataclasses.replace(result, state_lost=True)
+                result = replace(result, state_lost=True)
             pending.future.set_result(result)
 
     def _pick(self, request: InferenceRequest) -> int | None:

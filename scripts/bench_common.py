@@ -181,12 +181,13 @@ def machine() -> dict[str, Any]:
                 break
     import aiohttp
     import msgpack
+    import msgspec
     import soxr
 
     return {"cpu": model, "cores": os.cpu_count(), "python": platform.python_version(),
             "system": f"{platform.system()} {platform.release()}",
             "numpy": np.__version__, "soxr": soxr.__version__, "aiohttp": aiohttp.__version__,
-            "msgpack": ".".join(map(str, msgpack.version)),
+            "msgpack": ".".join(map(str, msgpack.version)), "msgspec": msgspec.__version__,
             "openblas_coretype": os.environ.get("OPENBLAS_CORETYPE")}
 
 

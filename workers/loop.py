@@ -12,7 +12,6 @@ the gateway is alive. Requests already waiting on the connection are taken toget
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import os
 import select
@@ -36,6 +35,7 @@ from streamer.wire import (
     WorkerHello,
     WorkerReady,
     from_wire,
+    replace,
 )
 from streamer.workers.models import make_model
 from streamer.workers.runner import Runner
@@ -186,10 +186,10 @@ def encode_result(result: InferenceResult) -> bytes:
     so one segment's output never costs the worker."""
     try:
         return result.to_wire()
-    except Exception as exc:  # msgpack raises TypeError, OverflowError, ValueError
+    except Exception as exc:  # msgspec raises TypeError, OverflowError, ValueError
         log.error("worker %d cannot encode the result of request %d: %s", result.worker_id,
                   result.request_id, exc)
-        return dataclasses.replace(result, output=None, error=(
+        return replace(result, output=None, error=(
             f"inference failed: unusable model output: {type(exc).__name__}: {exc}")).to_wire()
 
 

@@ -27,14 +27,19 @@ def to_json_like(output: Any) -> dict[str, Any]:
 def _convert(value: Any, where: str, depth: int) -> Any:
     if depth > MAX_DEPTH:
         raise OutputError(f"{where} is nested more than {MAX_DEPTH} levels deep")
-    if value is None or isinstance(value, bool | str):
+    # Subclasses (np.float64 is a float, an IntEnum an int) become the plain type: the wire's
+    # encoder takes exact types only.
+    if value is None or type(value) is bool:
         return value
-    if isinstance(value, int):
+    if isinstance(value, str):
+        return value if type(value) is str else str(value)
+    if isinstance(value, int) and not isinstance(value, bool):
         if not -(2**63) <= value < 2**64:
             raise OutputError(f"{where} is an integer too large to send ({value})")
-        return value
+        return value if type(value) is int else int(value)
     if isinstance(value, float):
-        return value  # NaN and infinity travel; the gateway's JSON turns them into null
+        # NaN and infinity travel; the gateway's JSON turns them into null
+        return value if type(value) is float else float(value)
     if isinstance(value, np.generic | np.ndarray):
         if value.dtype.kind not in "biuf":
             raise OutputError(f"{where} is a numpy {value.dtype} value; only numbers are sent")

@@ -24,10 +24,10 @@ from tests.audio_gen import write_wav
 
 ROOT = Path(__file__).resolve().parents[2]
 DIST = "streamer-audio-gateway"
-SERVER_ONLY = {"msgpack", "soxr", "psutil", "prometheus-client", "opentelemetry-sdk",
+SERVER_ONLY = {"msgspec", "msgpack", "soxr", "psutil", "prometheus-client", "opentelemetry-sdk",
                "opentelemetry-exporter-otlp-proto-http", "opentelemetry-exporter-otlp-proto-grpc",
                "grpcio", "honcho", "soundfile", "matplotlib"}
-SERVER_MODULES = ("msgpack", "soxr", "prometheus_client", "psutil", "opentelemetry.sdk",
+SERVER_MODULES = ("msgspec", "msgpack", "soxr", "prometheus_client", "psutil", "opentelemetry.sdk",
                   "streamer.gateway", "streamer.workers", "soundfile")
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]

@@ -244,7 +244,7 @@ def test_the_client_side_loads_no_server_module(module):
                          capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     loaded = json.loads(out.stdout)
-    server = ("msgpack", "soxr", "prometheus_client", "psutil", "opentelemetry.sdk",
+    server = ("msgspec", "msgpack", "soxr", "prometheus_client", "psutil", "opentelemetry.sdk",
               "streamer.gateway", "streamer.workers", "soundfile", "matplotlib")
     assert [m for m in loaded if m.startswith(server)] == []
     assert module in loaded

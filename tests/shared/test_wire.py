@@ -6,12 +6,15 @@ import pytest
 
 from streamer.errors import WireError
 from streamer.wire import (
+    SCHEMA_VERSION,
     EndSession,
+    Heartbeat,
     InferenceRequest,
     InferenceResult,
     WorkerReady,
     frame,
     from_wire,
+    replace,
 )
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
@@ -40,6 +43,26 @@ def test_every_message_round_trips(msg):
     assert from_wire(msg.to_wire()) == msg
 
 
+def test_a_number_field_takes_an_int_and_absent_fields_take_their_defaults():
+    data = msgpack.packb({"v": 1, "kind": "heartbeat", "worker_id": 2, "sent_at": 5})
+    assert from_wire(data) == Heartbeat(worker_id=2, sent_at=5.0)
+
+
+def test_every_envelope_carries_its_version_and_kind():
+    for msg in (EndSession(stateful_key="k"), Heartbeat(worker_id=1, sent_at=2.0)):
+        obj = msgpack.unpackb(msg.to_wire())
+        assert obj["v"] == SCHEMA_VERSION and obj["kind"] == msg.KIND
+
+
+def test_stamp_and_replace_copy_without_changing_the_message():
+    req = InferenceRequest(1, "s", 0, 0, 0.0, 0.1, b"\x00" * 8)
+    stamped = from_wire(req.to_wire(sent_at=3.5))
+    assert isinstance(stamped, InferenceRequest) and stamped.sent_at == 3.5
+    assert req.sent_at == 0.0
+    again = replace(req, attempt=2)
+    assert again.attempt == 2 and req.attempt == 0 and again.audio == req.audio
+
+
 def test_frame_is_length_prefixed_like_multiprocessing_connection():
     assert frame(b"abc") == b"\x00\x00\x00\x03abc"
 
@@ -53,8 +76,24 @@ def test_frame_is_length_prefixed_like_multiprocessing_connection():
                     "output": {"a": 1}, "error": "x", "queue_wait": 0,
                     "inference_time": 0, "batch_size": 1}), "exactly one of"),
     (msgpack.packb({"v": 1, "kind": "ready", "worker_id": "0", "pid": 1, "model": "m",
-                    "warmup_time": 0}), "'worker_id' has type str"),
-    (msgpack.packb({"v": 1, "kind": "end_session"}), "lacks 'stateful_key'"),
+                    "warmup_time": 0}),
+     r"ready envelope: Expected `int`, got `str` - at `\$.worker_id`"),
+    (msgpack.packb({"v": 1, "kind": "end_session"}), "missing required field `stateful_key`"),
+    (msgpack.packb({"kind": "end_session", "stateful_key": "k"}), "schema version None"),
+    (msgpack.packb({"v": 1, "kind": 3}), "unknown envelope kind 3"),
+    (msgpack.packb({"v": 1, "kind": "heartbeat", "worker_id": True, "sent_at": 1.0}),
+     r"Expected `int`, got `bool` - at `\$.worker_id`"),
+    (msgpack.packb({"v": 1, "kind": "end_session", "stateful_key": "k", "trace": {1: "x"}}),
+     r"Expected `str`, got `int` - at `key` in `\$.trace`"),
+    (msgpack.packb({"v": 1, "kind": "end_session", "stateful_key": "k", "trace": {"a": 1}}),
+     r"Expected `str`, got `int` - at `\$.trace\[...\]`"),
+    (msgpack.packb({"v": 1, "kind": "result", "request_id": 1, "worker_id": 0,
+                    "output": {"a": 1}, "queue_wait": "slow"}), r"at `\$.queue_wait`"),
+    (msgpack.packb({"v": 1, "kind": "config", "worker_id": 0, "model": "m",
+                    "max_batch": 0}), "'max_batch' must be at least 1"),
+    (msgpack.packb({"v": 1, "kind": "request", "request_id": 1, "session_id": "s",
+                    "channel": 0, "seq": 0, "start_time": 0, "end_time": 1, "audio": b"",
+                    "step": "rewind"}), "step 'rewind'"),
 ])
 def test_bad_envelopes_raise_wire_error(payload, words):
     with pytest.raises(WireError, match=words):
