@@ -192,3 +192,12 @@ def test_streaming_bench_runs_the_vosk_model(tmp_path: Path) -> None:
     (row,) = r["ladders"]["thread"]
     assert row["finals"] == 3 and row["failed"] == 0 and row["interim_results"] > 0
     assert row["gateway_cpu_per_audio_s"] > 0  # the thread placement decodes in the gateway
+
+
+def test_wire_bench_times_the_three_codecs_on_both_messages(tmp_path):
+    stdout, r = run_bench("wire", tmp_path)
+    assert set(r["messages"]) == {"request, 0.5 s audio", "result"}
+    for m in r["messages"].values():
+        assert list(m["codecs"]) == ["field loop", "compiled", "msgspec (in use)"]
+        assert all(0 < t < 1e-3 for c in m["codecs"].values() for t in c.values())
+    assert len(table_lines(stdout)) == 6 and "1.00x" in stdout
