@@ -2,6 +2,10 @@
 
 Every event leaves through :meth:`Outbox.put`, the single place where a later layer can number
 events or keep them for a client that reconnects; the close frame leaves after them.
+
+A send almost always completes without waiting (the socket's buffer has room), so the deadline
+is not a timer per event: one watchdog timer, armed while sends happen, looks at the send in
+progress when it fires and cancels the sender only if that same send has run ``send_timeout``.
 """
 
 from __future__ import annotations
@@ -29,6 +33,10 @@ class Outbox:
         self._queue: asyncio.Queue[Outgoing] = asyncio.Queue()
         self._on_sent = on_sent    # (event, when it was sent or None if dropped)
         self._on_stuck = on_stuck  # the client has not read for send_timeout
+        self._sends = 0                       # sends started so far
+        self._started: float | None = None    # when the send in progress started
+        self._watchdog: asyncio.TimerHandle | None = None
+        self._expired = False                 # the watchdog cancelled the sender
 
     def put(self, out: Outgoing) -> None:
         self._queue.put_nowait(out)
@@ -61,28 +69,68 @@ class Outbox:
         await self._queue.join()
 
     async def run(self) -> None:
-        while True:
-            out = await self._queue.get()
-            sent_at = None
-            try:
-                if not self.gone:
-                    async with asyncio.timeout(self.send_timeout):
-                        if out.notice is not None:
-                            await self.ws.send_str(out.notice)
-                        await self.ws.send_str(out.text)
-                    sent_at = time.monotonic()
-            except TimeoutError:
-                log.warning("client has not read its results for %.0f s; ending session",
-                            self.send_timeout)
-                self.gone = True
-                self._on_stuck()
-            except (ConnectionError, RuntimeError) as exc:
-                self.gone = True
-                log.info("cannot send to client (%s)", exc)
-            finally:
+        task = asyncio.current_task()
+        assert task is not None
+        loop = asyncio.get_running_loop()
+        try:
+            while True:
+                out = await self._queue.get()
+                sent_at = None
                 try:
-                    self._on_sent(out, sent_at)
-                except Exception:  # bookkeeping after a send must never stop the sender
-                    log.exception("after sending an event")
+                    if not self.gone:
+                        await self._send(out, task, loop)
+                        sent_at = time.monotonic()
+                except TimeoutError:
+                    log.warning("client has not read its results for %.0f s; ending session",
+                                self.send_timeout)
+                    self.gone = True
+                    self._on_stuck()
+                except (ConnectionError, RuntimeError) as exc:
+                    self.gone = True
+                    log.info("cannot send to client (%s)", exc)
                 finally:
-                    self._queue.task_done()
+                    try:
+                        self._on_sent(out, sent_at)
+                    except Exception:  # bookkeeping after a send must never stop the sender
+                        log.exception("after sending an event")
+                    finally:
+                        self._queue.task_done()
+        finally:
+            if self._watchdog is not None:
+                self._watchdog.cancel()
+                self._watchdog = None
+
+    async def _send(self, out: Outgoing, task: asyncio.Task[None],
+                    loop: asyncio.AbstractEventLoop) -> None:
+        """One event (and its notice), or TimeoutError once it has taken ``send_timeout``."""
+        self._sends += 1
+        self._started = loop.time()
+        if self._watchdog is None:
+            self._watchdog = loop.call_at(self._started + self.send_timeout, self._check,
+                                          task, loop, self._sends)
+        try:
+            if out.notice is not None:
+                await self.ws.send_str(out.notice)
+            await self.ws.send_str(out.text)
+        except asyncio.CancelledError:
+            if self._expired:
+                self._expired = False
+                if task.uncancel() == 0:  # only the watchdog cancelled: the deadline passed
+                    raise TimeoutError from None
+            raise
+        finally:
+            self._started = None
+
+    def _check(self, task: asyncio.Task[None], loop: asyncio.AbstractEventLoop,
+               send: int) -> None:
+        """The watchdog: cut off the send it was armed for if still running, else follow the
+        send in progress (or rest until the next send arms it again)."""
+        self._watchdog = None
+        if self._started is None:
+            return
+        if self._sends == send:
+            self._expired = True
+            task.cancel()
+            return
+        self._watchdog = loop.call_at(self._started + self.send_timeout, self._check, task,
+                                      loop, self._sends)
