@@ -4,7 +4,9 @@ A model's exception or unusable output (see ``outputs.py``) is an error result f
 the worker goes on and the gateway never retries it.
 
 Each segment's model call is an ``inference`` span, a child of the gateway's ``dispatch`` span
-named by the request's trace context (a no-op unless the worker process set up tracing)."""
+named by the request's trace context. Without a tracer provider (the process did not set up
+tracing) no span is made at all: even a no-op span costs parsing the trace context and building
+its attributes on every segment."""
 
 from __future__ import annotations
 
@@ -31,7 +33,7 @@ class Runner:
         self.worker_id = worker_id
 
     def run(self, req: InferenceRequest, received: float) -> InferenceResult:
-        span = self._span(req)
+        span = self._span(req) if tracing() else None
         started = time.perf_counter()
         output: Any
         try:
@@ -50,7 +52,7 @@ class Runner:
             for req, received in batch:
                 yield self.run(req, received)
             return
-        spans = [self._span(req) for req, _ in batch]
+        spans = [self._span(req) if tracing() else None for req, _ in batch]
         started = time.perf_counter()
         outputs: list[dict[str, Any] | Exception]
         try:
@@ -93,7 +95,7 @@ class Runner:
 
     def _result(self, req: InferenceRequest, received: float,
                 output: Any, inference_time: float,
-                batch_size: int, span: trace.Span) -> InferenceResult:
+                batch_size: int, span: trace.Span | None) -> InferenceResult:
         queue_wait = max(0.0, received - req.sent_at) if req.sent_at else 0.0
         result: dict[str, Any] | None = None
         error = None
@@ -114,16 +116,31 @@ class Runner:
             error = f"inference failed: {type(output).__name__}: {output}"
         else:
             result = output
-        span.set_attribute("worker.batch_size", batch_size)
-        span.set_attribute("worker.queue_wait_seconds", queue_wait)
-        span.set_attribute("worker.inference_seconds", inference_time)
-        if error is not None:
-            span.set_status(trace.StatusCode.ERROR, error)
-        span.end()
+        if span is not None:
+            span.set_attribute("worker.batch_size", batch_size)
+            span.set_attribute("worker.queue_wait_seconds", queue_wait)
+            span.set_attribute("worker.inference_seconds", inference_time)
+            if error is not None:
+                span.set_status(trace.StatusCode.ERROR, error)
+            span.end()
         return InferenceResult(request_id=req.request_id, worker_id=self.worker_id,
                                output=result, error=error, queue_wait=queue_wait,
                                inference_time=inference_time, batch_size=batch_size,
                                trace=req.trace)
+
+
+def tracing() -> bool:
+    """Whether spans go anywhere: a tracer provider was installed in this process (until then
+    the API's provider is a placeholder whose spans record nothing). A provider is installed
+    at most once, so a yes is kept."""
+    global _traced
+    if not _traced:
+        _traced = not isinstance(trace.get_tracer_provider(),
+                                 trace.ProxyTracerProvider | trace.NoOpTracerProvider)
+    return _traced
+
+
+_traced = False
 
 
 def _info(req: InferenceRequest) -> SegmentInfo:

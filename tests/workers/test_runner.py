@@ -103,3 +103,48 @@ def test_one_respawn_policy_backs_off_only_for_workers_that_never_answered():
     assert policy.delay(100) == 32.0  # capped at 2**6 times the first wait
     assert policy.next_idle_deaths(3, answered=True) == 0
     assert policy.next_idle_deaths(3, answered=False) == 4
+
+
+SPANS_SCRIPT = """
+import numpy as np
+from opentelemetry import trace
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from streamer.wire import InferenceRequest
+from streamer.workers import runner as mod
+from streamer.workers.models import make_model
+
+class Counting:
+    made = 0
+    def __init__(self, real):
+        self.real = real
+    def start_span(self, *args, **kwargs):
+        Counting.made += 1
+        return self.real.start_span(*args, **kwargs)
+
+mod.tracer = Counting(mod.tracer)
+req = InferenceRequest(1, "s", 0, 0, 0.0, 0.05, np.zeros(800, np.float32).tobytes(),
+                       trace={"traceparent": "00-" + "a" * 32 + "-" + "b" * 16 + "-01"})
+runner = mod.Runner(make_model("counter", {}), worker_id=3)
+assert runner.run(req, 1.0).ok and not mod.tracing() and Counting.made == 0
+exporter = InMemorySpanExporter()
+provider = TracerProvider()
+provider.add_span_processor(SimpleSpanProcessor(exporter))
+trace.set_tracer_provider(provider)
+assert runner.run(req, 1.0).ok and mod.tracing() and Counting.made == 1
+(span,) = exporter.get_finished_spans()
+assert span.name == "inference" and span.attributes["worker.id"] == 3
+assert format(span.context.trace_id, "032x") == "a" * 32
+print("ok")
+"""
+
+
+def test_no_span_is_made_until_a_tracer_provider_is_installed():
+    """In a fresh interpreter: the process-wide provider cannot be taken back."""
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-c", SPANS_SCRIPT], capture_output=True, text=True,
+                          timeout=60)
+    assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr
