@@ -2,13 +2,14 @@
 """Gateway overhead per segment over the bare model time, against raw round trips of the payload.
 
 One segment at a time (latency, not throughput) through the gateway's real path minus the
-websocket: ``seg.audio.tobytes()`` into a ``Job``, the embedded pool (dispatcher,
-msgpack envelope, length-prefixed frames on a socketpair read through asyncio, the worker's loop
-and runner), the result back, the event encoded as JSON and released by the ``Reorderer``.
+websocket: ``seg.audio.tobytes()`` into a ``Job``, the embedded pool (dispatcher, msgpack
+envelope, length-prefixed frames on a socketpair read by a ``BufferedProtocol``, the worker's
+loop and runner), the result back, the event encoded as JSON and released by the ``Reorderer``.
 Overhead = that wall time minus the model's own ``inference_time`` (the counter model with no
 cost). Baselines, same payload bytes, same run: a blocking ``multiprocessing.Pipe`` round trip to
-an echo process (the floor) and the same echo over a socketpair read through asyncio (the
-transport the pool uses, without envelope or dispatch).
+an echo process (the floor) and the same echo over a socketpair whose transport reads into a
+``BufferedProtocol`` cutting the frames (the transport the pool uses, without envelope or
+dispatch).
 
 Round trips between two processes cost very different amounts depending on whether they share a
 core (a cheap switch on one CPU) or not (a cross-CPU wake-up, slow in a VM), and the scheduler
@@ -51,9 +52,10 @@ from bench_common import (
     write_json,
 )
 
+from streamer.errors import WireError
 from streamer.gateway.pool import Job, Pool, make_pool
-from streamer.gateway.pool.link import read_frame
 from streamer.gateway.reorder import Reorderer
+from streamer.link import FrameProtocol
 from streamer.protocol import SegmentEvent, encode_event
 from streamer.wire import InferenceRequest, InferenceResult, frame
 
@@ -99,8 +101,28 @@ class PipePeer:
         self.proc.join(5)
 
 
+class EchoReader(FrameProtocol):
+    """Each echoed frame resolves the round trip waiting on it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.waiter: asyncio.Future[bytes] | None = None
+
+    def frame_received(self, data: bytes) -> None:
+        if self.waiter is not None and not self.waiter.done():
+            self.waiter.set_result(data)
+
+    def frame_error(self, exc: WireError) -> None:
+        if self.waiter is not None and not self.waiter.done():
+            self.waiter.set_exception(exc)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.frame_error(WireError("the echo process closed its socket"))
+
+
 class SocketPeer:
-    """The same echo over a socketpair read through asyncio, like the embedded pool."""
+    """The same echo over a socketpair whose transport reads into a ``BufferedProtocol`` that
+    cuts the frames, like the embedded pool's link (without envelope or dispatch)."""
 
     async def start(self, cpu: int) -> None:
         ctx = multiprocessing.get_context("forkserver")
@@ -110,20 +132,25 @@ class SocketPeer:
         theirs.close()
         assert self.proc.pid is not None
         os.sched_setaffinity(self.proc.pid, {cpu})
-        self.reader, self.writer = await asyncio.open_unix_connection(sock=ours)
+        self.reader = EchoReader()
+        loop = asyncio.get_running_loop()
+        transport, _ = await loop.create_unix_connection(lambda: self.reader, sock=ours)
+        self.transport = transport
 
     async def round_trips(self, payload: bytes, count: int) -> list[float]:
         framed = frame(payload)
+        loop = asyncio.get_running_loop()
         times = []
         for _ in range(count):
             t0 = time.perf_counter()
-            self.writer.write(framed)
-            await read_frame(self.reader)
+            self.reader.waiter = waiter = loop.create_future()
+            self.transport.write(framed)
+            await waiter
             times.append(time.perf_counter() - t0)
         return times
 
     async def close(self) -> None:
-        self.writer.close()
+        self.transport.close()
         await asyncio.get_running_loop().run_in_executor(None, self.proc.join, 5)
 
 
@@ -221,7 +248,7 @@ def rows(result: dict[str, Any]) -> list[list[object]]:
     for name, r in result["segments"].items():
         base = r["pipe"]["p50"]
         for key, label in (("pipe", "raw Pipe round trip (baseline)"),
-                           ("asyncio_socketpair", "socketpair via asyncio, no envelope"),
+                           ("asyncio_socketpair", "socketpair, BufferedProtocol, no envelope"),
                            ("gateway", "gateway overhead (wall - model)")):
             p = r[key]
             target = ""
