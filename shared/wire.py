@@ -18,6 +18,7 @@ warm-up); then ``request``/``end_session`` one way, ``result`` the other, ``hear
 from __future__ import annotations
 
 import struct
+import threading
 from typing import Any, ClassVar, TypeVar
 
 import msgspec
@@ -28,9 +29,17 @@ from streamer.errors import WireError
 SCHEMA_VERSION = 1
 HEADER = struct.Struct("!i")
 
-# msgspec encoders and decoders hold no per-call state, so a worker's heartbeat thread and its
-# main thread can share them.
-_encode = msgspec.msgpack.Encoder().encode
+# One encoder per thread: a worker's heartbeat thread and its main thread both encode, and an
+# encoder may keep its output buffer between calls. (Decoders keep no state between calls.)
+_local = threading.local()
+
+
+def _encode(msg: Any) -> bytes:
+    try:
+        encode = _local.encode
+    except AttributeError:
+        encode = _local.encode = msgspec.msgpack.Encoder().encode
+    return encode(msg)  # type: ignore[no-any-return]
 
 
 def frame(payload: bytes) -> bytes:
