@@ -54,8 +54,8 @@ from bench_common import (
 
 from streamer.errors import WireError
 from streamer.gateway.pool import Job, Pool, make_pool
+from streamer.gateway.pool.link import FrameProtocol
 from streamer.gateway.reorder import Reorderer
-from streamer.link import FrameProtocol
 from streamer.protocol import SegmentEvent, encode_event
 from streamer.wire import InferenceRequest, InferenceResult, frame
 

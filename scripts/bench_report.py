@@ -93,7 +93,7 @@ def plot(results: dict[str, Any], path: Path) -> None:
         labels = [k.replace(" (default)", "").replace(", ", "\n") for k in segs]
         x = range(len(segs))
         for off, key, label in ((-0.27, "pipe", "raw Pipe round trip"),
-                                (0.0, "asyncio_socketpair", "socketpair via asyncio"),
+                                (0.0, "asyncio_socketpair", "socketpair, BufferedProtocol"),
                                 (0.27, "gateway", "gateway overhead")):
             ax.bar([i + off for i in x], [r[key]["p50"] * 1e6 for r in segs.values()], 0.27,
                    label=label)

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from streamer.errors import WireError
-from streamer.link import BUFFER, FrameProtocol, WorkerLink, open_link
+from streamer.gateway.pool.link import BUFFER, FrameProtocol, WorkerLink, open_link
 from streamer.wire import (
     HEADER,
     Heartbeat,
@@ -124,16 +124,6 @@ class Peer:
         return await handshake
 
 
-async def _protocol_link(sock: socket.socket) -> WorkerLink:
-    return await open_link(sock, 3, "embedded")
-
-
-async def _stream_link(sock: socket.socket) -> WorkerLink:
-    reader, writer = await asyncio.open_unix_connection(sock=sock)
-    return WorkerLink(3, "nats", reader, writer)
-
-
-OPENERS = {"protocol": _protocol_link, "stream": _stream_link}
 Body = Callable[[WorkerLink, Peer], Awaitable[None]]
 
 
@@ -148,15 +138,13 @@ def _loop_factory(name: str) -> Callable[[], asyncio.AbstractEventLoop] | None:
 
 
 def each_link(body: Body) -> Callable[[str, str], None]:
-    """Run ``body(link, peer)`` for a link as the transport's protocol and over a stream pair,
-    on asyncio's loop and on uvloop's (the gateway's default)."""
+    """Run ``body(link, peer)`` on asyncio's loop and on uvloop's (the gateway's default)."""
 
     @pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
-    @pytest.mark.parametrize("kind", list(OPENERS))
-    def test(kind: str, loop: str) -> None:
+    def test(loop: str) -> None:
         async def main() -> None:
             ours, theirs = socket.socketpair()
-            link = await OPENERS[kind](ours)
+            link = await open_link(ours, 3, "embedded")
             try:
                 await body(link, Peer(theirs))
             finally:
