@@ -35,7 +35,6 @@ from streamer.gateway.stream_io import StreamDeps, StreamIO
 from streamer.protocol import (
     ErrorEvent,
     FinalizeRequest,
-    ResumedEvent,
     ResumeRequest,
     StartRequest,
     StopRequest,
@@ -207,15 +206,10 @@ class Session:
             raise ProtocolError("'resume' while a stream is running on this socket",
                                 WSCloseCode.POLICY_VIOLATION)
         held = self._deps.resumables.take(msg.resume_token, self.endpoint, msg.last_seq)
-        assert held.core is not None and held.flight is not None
-        self._flight = held.flight
-        held.flight.adopt(self._break)
+        assert held.core is not None
         self.log = SessionLog(log, {"session": self.id, "trace": trace_id_hex(held.core.span)})
-        self._stream = StreamIO(self._deps, held, self.log)
-        self.log.info("stream %s resumed after event %d; %d bytes of audio held",
-                      held.stream_id, msg.last_seq, held.audio_bytes)
-        self._outbox.event(ResumedEvent(held.stream_id, held.audio_bytes))
-        self._deps.resumables.attach(held, self._outbox.put, msg.last_seq)
+        self._stream = StreamIO.resume(self._deps, held, msg.last_seq, self._break, self.log)
+        self._flight = self._stream.flight
 
     # ---- endings ------------------------------------------------------------------------
     def _drop_connection(self) -> None:

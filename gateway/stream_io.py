@@ -26,7 +26,7 @@ from streamer.gateway.outbox import Outbox
 from streamer.gateway.replay import Replay
 from streamer.gateway.resume import Resumable, Resumables
 from streamer.gateway.stream import Fed, StreamCore
-from streamer.protocol import AudioAckedEvent, StartedEvent, encode_event
+from streamer.protocol import AudioAckedEvent, ResumedEvent, StartedEvent, encode_event
 
 ACK_EVERY = 0.5  # seconds of audio between two audio_acked events
 
@@ -64,6 +64,20 @@ class StreamIO:
         held.replay.put(Outgoing(encode_event(StartedEvent(held.stream_id, held.token))))
         deps.observe.stream_started()
         return cls(deps, held, log)
+
+    @classmethod
+    def resume(cls, deps: StreamDeps, held: Resumable, last_seq: int,
+               on_break: Callable[[str], None],
+               log: logging.LoggerAdapter) -> StreamIO:  # type: ignore[type-arg]
+        """A held stream taken over by a new socket: its failures close that socket now,
+        ``resumed`` goes out, then the events after ``last_seq`` are replayed."""
+        stream = cls(deps, held, log)
+        stream.flight.adopt(on_break)
+        log.info("stream %s resumed after event %d; %d bytes of audio held",
+                 held.stream_id, last_seq, held.audio_bytes)
+        deps.outbox.event(ResumedEvent(held.stream_id, held.audio_bytes))
+        deps.resumables.attach(held, deps.outbox.put, last_seq)
+        return stream
 
     async def audio(self, data: bytes) -> None:
         """A binary frame: through the pipeline, then acknowledged. Raises
