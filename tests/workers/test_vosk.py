@@ -99,18 +99,18 @@ def test_ended_streams_leave_up_to_spare_recognisers_for_the_next_ones(model) ->
     end = start + len(audio) / RATE
     idle = model.idle
     assert 1 <= idle <= model.params.spare  # the warm-up's and the ended streams' recognisers
-    taken = model.stream("a")
+    taken = model.recognizer("a")
     assert model.idle == idle - 1
     model.infer(audio[:len(audio) // 2], info("a", start, end, False))  # left open
     model.end_stream("a")
     assert model.idle == idle
-    again = model.stream("c")
+    again = model.recognizer("c")
     assert again is taken and again.start_time is None and again.samples == 0  # cleared
     check_words(model.infer(audio, info("c", start, end)), start, end)
     model.end_stream("c")
     none = make_model("vosk", {"spare": 0})  # the loaded model is shared: no second load
     none.warmup()
-    none.stream("x")
+    none.recognizer("x")
     none.end_stream("x")
     assert (none.streams, none.idle) == (0, 0)
 

@@ -24,9 +24,9 @@ import numpy as np
 
 from streamer.config import setting
 from streamer.errors import ConfigError
-from streamer.workers.models.base import Model, SegmentInfo, register
+from streamer.workers.models.base import SegmentInfo, register
+from streamer.workers.models.recognizing import SpeechModel
 from streamer.workers.models.speech import (
-    SAMPLE_RATE,
     DecoderPool,
     StreamingRecognizer,
     Transcript,
@@ -63,8 +63,7 @@ def _check_keywords(path: str) -> None:
 
 
 @register("transcribe")
-class TranscribeModel(Model):
-    stateful = True
+class TranscribeModel(SpeechModel[StreamingRecognizer]):
 
     @dataclass(frozen=True, slots=True)
     class Params:
@@ -108,8 +107,6 @@ class TranscribeModel(Model):
     def __init__(self, params: Params) -> None:
         super().__init__(params)
         self._pool: DecoderPool | None = None
-        self._streams: dict[str, StreamingRecognizer] = {}
-        self._segments: dict[str, float] = {}  # key -> start of the segment being fed
 
     def decoder_options(self) -> dict[str, Any]:
         p = self.params
@@ -168,11 +165,11 @@ class TranscribeModel(Model):
         rec.partial()
         rec.finish()
 
-    def recognizer(self, key: str) -> StreamingRecognizer:
-        rec = self._streams.get(key)
-        if rec is None:
-            rec = self._streams[key] = StreamingRecognizer(self.pool)
-        return rec
+    def new_recognizer(self) -> StreamingRecognizer:
+        return StreamingRecognizer(self.pool)
+
+    def retire(self, rec: StreamingRecognizer) -> None:
+        rec.reset()  # gives its decoder back
 
     def infer(self, audio: np.ndarray, info: SegmentInfo) -> dict[str, Any]:
         if info.stateful_key is None:  # not through a stateful pool: a one-off decode
@@ -194,45 +191,13 @@ class TranscribeModel(Model):
             rec.feed(audio)
         if info.is_final is False:
             return {"text": rec.partial()}
-        result = rec.finish()
-        return {"text": result.text, "words": self._words(result)}
+        return self.output(rec.finish())
 
-    # ---- streaming: a segment piece by piece -----------------------------------------------
-    def feed(self, stateful_key: str, audio: np.ndarray, info: SegmentInfo) -> None:
-        rec = self.recognizer(stateful_key)
-        if self._segments.get(stateful_key) != info.start_time or rec.start_time is None:
-            # A new segment, or this worker lost the first pieces (another one died holding
-            # them): the utterance starts where this piece does.
-            rec.begin(info.end_time - len(audio) / SAMPLE_RATE)
-            self._segments[stateful_key] = info.start_time
-        rec.feed(audio)
-
-    def partial(self, stateful_key: str, info: SegmentInfo) -> dict[str, Any]:
-        rec = self._streams.get(stateful_key)
-        return {"text": rec.partial() if rec is not None else ""}
-
-    def finish(self, stateful_key: str, info: SegmentInfo) -> dict[str, Any]:
-        self._segments.pop(stateful_key, None)
-        rec = self._streams.get(stateful_key)
-        result = rec.finish() if rec is not None else Transcript("")
-        return {"text": result.text, "words": self._words(result)}
-
-    def _words(self, result: Transcript) -> list[dict[str, Any]]:
+    def words(self, result: Transcript) -> list[dict[str, Any]]:
         """Word dicts; without the rescoring pass an n-gram search has no posteriors (every
         word would say 1.0), so its words carry no confidence."""
-        words = [w.to_dict() for w in result.words]
+        words = super().words(result)
         if not self.params.rescore and not self.params.grammar and not self.params.keywords:
             for w in words:
                 w["confidence"] = None
         return words
-
-    def end_stream(self, stateful_key: str) -> None:
-        self._segments.pop(stateful_key, None)
-        rec = self._streams.pop(stateful_key, None)
-        if rec is not None:
-            rec.reset()
-
-    @property
-    def streams(self) -> int:
-        """Streams whose state is held (for tests and stats)."""
-        return len(self._streams)

@@ -29,8 +29,9 @@ import numpy as np
 
 from streamer.config import setting
 from streamer.errors import ConfigError
-from streamer.workers.models.base import Model, SegmentInfo, register
-from streamer.workers.models.speech import SAMPLE_RATE, Transcript
+from streamer.workers.models.base import SegmentInfo, register
+from streamer.workers.models.recognizing import SpeechModel
+from streamer.workers.models.speech import SAMPLE_RATE
 from streamer.workers.models.vosk_stream import VoskStream
 
 WARMUP_SECONDS = 1.0
@@ -72,7 +73,7 @@ def read_phrases(path: str) -> list[str]:
 
 
 @register("vosk")
-class VoskModel(Model):
+class VoskModel(SpeechModel[VoskStream]):
     stateful = True
 
     @dataclass(frozen=True, slots=True)
@@ -112,9 +113,7 @@ class VoskModel(Model):
         self._model: Any = None
         self._loading = threading.Lock()  # the thread placement may race to the first use
         self._grammar: str | None = None
-        self._streams: dict[str, VoskStream] = {}
         self._idle: list[VoskStream] = []  # recognisers of ended streams, warm, for new ones
-        self._segments: dict[str, float] = {}  # key -> start of the segment being fed
 
     @property
     def path(self) -> str:
@@ -146,80 +145,39 @@ class VoskModel(Model):
 
     def warmup(self) -> None:
         """Load the model and run one utterance through each call."""
-        stream = self._take()
+        stream = self.new_recognizer()
         t = np.arange(int(WARMUP_SECONDS * SAMPLE_RATE)) / SAMPLE_RATE
         stream.feed((0.1 * np.sin(2 * np.pi * 220 * t)).astype(np.float32))
         stream.partial()
         stream.finish()
-        self._put_back(stream)
+        self.retire(stream)
 
-    def _take(self) -> VoskStream:
+    def new_recognizer(self) -> VoskStream:
+        """An idle recogniser if there is one, else a new one."""
         try:
             return self._idle.pop()
         except IndexError:
             return self.new_stream()
 
-    def _put_back(self, stream: VoskStream) -> None:
+    def retire(self, stream: VoskStream) -> None:
+        """Cleared, it waits for a new stream (up to ``spare`` of them) or is freed."""
         if len(self._idle) < self.params.spare:
             stream.reset()
             self._idle.append(stream)
 
-    def stream(self, key: str) -> VoskStream:
-        """The stream's recogniser, taken on first use: an idle one if there is one, else new."""
-        stream = self._streams.get(key)
-        if stream is None:
-            stream = self._streams[key] = self._take()
-        return stream
-
     def infer(self, audio: np.ndarray, info: SegmentInfo) -> dict[str, Any]:
         """A whole segment, decoded as one utterance (an interim: its text so far)."""
         key = info.stateful_key
-        stream = self.stream(key) if key is not None else self._take()
+        stream = self.recognizer(key) if key is not None else self.new_recognizer()
         try:
             stream.begin(info.start_time)
             stream.feed(audio)
             if info.is_final is False:
                 return {"text": stream.partial()}
-            return self._output(stream.finish())
+            return self.output(stream.finish())
         finally:
             if key is None:
-                self._put_back(stream)
-
-    # ---- streaming: a segment piece by piece -----------------------------------------------
-    def feed(self, stateful_key: str, audio: np.ndarray, info: SegmentInfo) -> None:
-        stream = self.stream(stateful_key)
-        if self._segments.get(stateful_key) != info.start_time or stream.start_time is None:
-            # A new segment, or this worker lost the first pieces (another one died holding
-            # them): the utterance starts where this piece does.
-            stream.begin(info.end_time - len(audio) / SAMPLE_RATE)
-            self._segments[stateful_key] = info.start_time
-        stream.feed(audio)
-
-    def partial(self, stateful_key: str, info: SegmentInfo) -> dict[str, Any]:
-        stream = self._streams.get(stateful_key)
-        return {"text": stream.partial() if stream is not None else ""}
-
-    def finish(self, stateful_key: str, info: SegmentInfo) -> dict[str, Any]:
-        self._segments.pop(stateful_key, None)
-        stream = self._streams.get(stateful_key)
-        return self._output(stream.finish() if stream is not None else Transcript(""))
-
-    @staticmethod
-    def _output(result: Transcript) -> dict[str, Any]:
-        return {"text": result.text, "words": [w.to_dict() for w in result.words]}
-
-    def end_stream(self, stateful_key: str) -> None:
-        """Drop the stream: its recogniser, cleared, waits for a new stream (up to ``spare``
-        of them) or is freed."""
-        self._segments.pop(stateful_key, None)
-        stream = self._streams.pop(stateful_key, None)
-        if stream is not None:
-            self._put_back(stream)
-
-    @property
-    def streams(self) -> int:
-        """Streams whose recogniser is held (for tests and stats)."""
-        return len(self._streams)
+                self.retire(stream)
 
     @property
     def idle(self) -> int:
