@@ -288,8 +288,15 @@ class NatsWorker:
             if nc.is_connected:
                 await nc.publish(self._announce, self.announcement(gone=True))
                 await nc.flush(timeout=2)
-        with contextlib.suppress(Exception):
+        try:
             await asyncio.wait_for(nc.close(), 5)
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                raise  # this worker is being cancelled: let it through
+            # else nats-py cancelled its own wait for the socket to close: it is closed
+        except Exception:
+            pass
 
     async def _on_error(self, exc: Exception) -> None:
         if is_auth_error(exc):
