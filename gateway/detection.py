@@ -81,7 +81,6 @@ class Detection:
         self._boot: asyncio.Task[None] | None = None
         self._seq = itertools.count()
         self._warned = False
-        self.fallbacks = 0  # frames' batches the loop computed because the processes could not
 
     @property
     def enabled(self) -> bool:
@@ -175,7 +174,6 @@ class Detection:
             self._fell_back(f"detector processes failed to start: {task.exception()}")
 
     def _fell_back(self, why: str) -> None:
-        self.fallbacks += 1
         if not self._warned:
             self._warned = True
             log.warning("silero detector processes could not answer (%s); the event loop runs "

@@ -66,6 +66,12 @@ def bursts(spans: list[tuple[float, float]], total: float, kind: str = "tone",
     return out
 
 
+def pcm16(*channels: np.ndarray) -> bytes:
+    """Channels of float samples in [-1, 1] as interleaved little-endian s16 bytes."""
+    x = np.stack(channels, axis=1)
+    return (np.clip(x, -1, 1) * 32767).astype("<i2").tobytes()
+
+
 def read_wav(path: Path) -> np.ndarray:
     """A 16 kHz mono s16 WAV as float32 (s16 / 32768, like the gateway's decoder)."""
     with wave.open(str(path), "rb") as w:

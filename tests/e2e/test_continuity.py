@@ -5,8 +5,6 @@ from __future__ import annotations
 import asyncio
 import time
 
-import numpy as np
-
 from streamer.client import StreamerClient
 from streamer.protocol import (
     ActivityEvent,
@@ -19,13 +17,10 @@ from streamer.protocol import (
     StartedEvent,
     StoppedEvent,
 )
-from tests.signals import bursts, with_background
+from tests.signals import bursts, pcm16, with_background
 
 SIMPLE, SEGMENTED = "/api/v1/simple", "/api/v1/segmented"
 
-
-def pcm16(x: np.ndarray) -> bytes:
-    return (np.clip(x, -1, 1) * 32767).astype("<i2").tobytes()
 
 
 async def next_event(client: StreamerClient, within: float = 10.0) -> ServerEvent:

@@ -6,20 +6,15 @@ from __future__ import annotations
 import os
 import signal
 
-import numpy as np
-
 from streamer.client import stream_audio
 from streamer.gateway.state import DETECTION
 from streamer.protocol import ActivityEvent, AudioFormat, ErrorEvent, SegmentEvent, ServerEvent
 from tests.conftest import wait_until
-from tests.signals import DATA, RATE, read_wav
+from tests.signals import DATA, RATE, pcm16, read_wav
 
 SEGMENTED = "/api/v1/segmented"
 SILERO = {"detector": "silero"}
 
-
-def pcm16(x: np.ndarray) -> bytes:
-    return (np.clip(x, -1, 1) * 32767).astype("<i2").tobytes()
 
 
 def finals(events: list[ServerEvent]) -> list[tuple[float, float]]:

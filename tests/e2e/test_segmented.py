@@ -10,15 +10,11 @@ import pytest
 from streamer.client import StreamerClient, stream_audio
 from streamer.protocol import ActivityEvent, AudioFormat, ErrorEvent, SegmentEvent, StoppedEvent
 from tests.audio_gen import split
-from tests.signals import DATA, bursts, read_wav, with_background
+from tests.signals import DATA, bursts, pcm16, read_wav, with_background
 
 SEGMENTED = "/api/v1/segmented"
 SPANS = [(0.5, 1.5), (2.5, 3.2), (4.0, 5.6)]
 
-
-def pcm16(*channels: np.ndarray) -> bytes:
-    x = np.stack(channels, axis=1)
-    return (np.clip(x, -1, 1) * 32767).astype("<i2").tobytes()
 
 
 def channel_events(events, channel: int) -> list:

@@ -7,7 +7,7 @@ import pytest
 
 from streamer.client import stream_audio
 from streamer.protocol import AudioFormat, ErrorEvent, SegmentEvent
-from tests.signals import DATA, RATE, read_wav
+from tests.signals import DATA, RATE, pcm16, read_wav
 
 SEGMENTED = "/api/v1/segmented"
 SIMPLE = "/api/v1/simple"
@@ -16,9 +16,6 @@ SENTENCES = [(0.300, 2.245, "the brown fox jumps over the dog"),
              (2.945, 4.415, "please call me back tomorrow"),
              (5.115, 5.948, "have a nice day")]
 
-
-def pcm16(x: np.ndarray) -> bytes:
-    return (np.clip(x, -1, 1) * 32767).astype("<i2").tobytes()
 
 
 def segments(report, final: bool | None) -> list[SegmentEvent]:  # type: ignore[no-untyped-def]

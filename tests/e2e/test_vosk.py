@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 
-import numpy as np
 import pytest
 import pytest_asyncio
 from aiohttp.test_utils import TestServer
@@ -19,7 +18,7 @@ from streamer.gateway.app import create_app
 from streamer.gateway.pool import make_pool
 from streamer.protocol import AudioFormat, ErrorEvent, SegmentEvent
 from tests.conftest import make_config
-from tests.signals import RATE, read_wav
+from tests.signals import RATE, pcm16, read_wav
 from tests.voskutil import KOREAN, SENTENCES, require_vosk
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
@@ -37,9 +36,6 @@ async def server() -> AsyncIterator[TestServer]:
     finally:
         await srv.close()
 
-
-def pcm16(x: np.ndarray) -> bytes:
-    return (np.clip(x, -1, 1) * 32767).astype("<i2").tobytes()
 
 
 def segments(report, final: bool | None) -> list[SegmentEvent]:  # type: ignore[no-untyped-def]
