@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import time
@@ -14,7 +13,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from tests.conftest import BIN, clean_env, free_port
+from tests.conftest import BIN, clean_env, free_port, stop_process
 
 TOKEN = "nats-test-token"
 
@@ -96,12 +95,3 @@ class NatsWorker:
         self._out.close()
 
 
-def stop_process(proc: subprocess.Popen[bytes]) -> None:
-    """SIGTERM, and SIGKILL if it has not exited within 10 s."""
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()

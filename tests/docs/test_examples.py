@@ -23,8 +23,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import BIN, free_port, stop_process
 from tests.docs.markdown import ROOT, CodeBlock, code_blocks
-from tests.e2e.test_commands import BIN, free_port
 
 EXAMPLE_FILES = [ROOT / "README.md", ROOT / "doc" / "01_protocol.md"]
 ADDRESS = re.compile(r"\b(ws|http)://(?:127\.0\.0\.1|localhost):8080\b")
@@ -64,12 +64,7 @@ def gateway_port(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
         wait_healthy(port, proc, log_path)
         yield port
     finally:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(10)
+        stop_process(proc, signal.SIGINT, 30)
 
 
 def wait_healthy(port: int, proc: subprocess.Popen[bytes], log: Path) -> None:

@@ -18,7 +18,7 @@ import pytest
 
 from streamer.protocol import AudioFormat
 from tests.audio_gen import write_wav
-from tests.conftest import BIN, free_port
+from tests.conftest import BIN, free_port, stop_process
 
 
 def wait_healthy(port: int, proc: subprocess.Popen, timeout: float = 30.0) -> dict:
@@ -51,13 +51,7 @@ def gateway_process():
 
     yield start
     for proc in procs:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGINT)
-            try:
-                proc.wait(15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        stop_process(proc, signal.SIGINT, 15)
         proc.stdout.close()
         proc.stderr.close()
 
