@@ -656,7 +656,8 @@ async def test_speech_to_text_interim_grey_text_is_replaced_by_the_final_words(
     page = await asyncio.to_thread(drive)
     assert page["done"]["error"] == "" and page["done"]["failed"] == 0
     rows = page["rows"]
-    assert [r["text"] for r in rows] == MORE_SENTENCES
+    # on a mismatch, show every text each row showed, in order (interims, finals)
+    assert [r["text"] for r in rows] == MORE_SENTENCES, page["history"]
     previous_end = 0.0
     for row, sentence in zip(rows, MORE_SENTENCES, strict=True):
         assert [w for w, _ in row["words"]] == sentence.split(), row
