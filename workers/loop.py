@@ -3,11 +3,11 @@ see ``workers/nats_worker.py``).
 
 On its byte stream (a socketpair from the gateway) a worker says hello, receives the gateway's
 config, loads and warms up the model, says ready, then answers requests until the gateway is
-gone. The stream is wrapped in ``multiprocessing.connection.Connection``, whose length-prefixed
-framing the gateway reads with asyncio. A heartbeat thread tells the gateway the worker is alive
-even while the model holds the main thread for seconds; the gateway's heartbeats tell the worker
-the gateway is alive. Requests already waiting on the connection are taken together, up to
-``max_batch`` within ``max_wait``, and run as one batch when the model batches.
+gone. Both ends cut the stream into length-prefixed frames with ``streamer.framing``. A
+heartbeat thread tells the gateway the worker is alive even while the model holds the main
+thread for seconds; the gateway's heartbeats tell the worker the gateway is alive. Requests
+already waiting on the stream are taken together, up to ``max_batch`` within ``max_wait``, and
+run as one batch when the model batches.
 """
 
 from __future__ import annotations
@@ -19,10 +19,9 @@ import signal
 import socket
 import threading
 import time
-from multiprocessing.connection import Connection
-from typing import Protocol
 
 from streamer.errors import WireError
+from streamer.framing import FrameBuffer
 from streamer.logs import setup_logging
 from streamer.tracing import exporter_configured, setup_tracing, shutdown_tracing
 from streamer.wire import (
@@ -34,6 +33,7 @@ from streamer.wire import (
     WorkerConfig,
     WorkerHello,
     WorkerReady,
+    frame,
     from_wire,
     replace,
 )
@@ -47,32 +47,52 @@ BOOT_FAILED_EXIT_CODE = 3   # the model could not be built or warmed up
 CONFIG_TIMEOUT = 30.0       # seconds from hello to the gateway's config
 
 
-class Counter(Protocol):
-    """Shared memory the worker's supervisor reads (a ``multiprocessing.RawValue``)."""
-
-    value: int
-
-
 class Channel:
-    """A connection shared by the main thread (requests, results) and the heartbeat thread."""
+    """The worker's stream socket, shared by the main thread (requests, results) and the
+    heartbeat thread. Read straight into a :class:`FrameBuffer`: one read usually brings a
+    request's length and body, and requests that came together are taken without reading."""
 
-    def __init__(self, conn: Connection) -> None:
-        self.conn = conn
+    def __init__(self, sock: socket.socket) -> None:
+        sock.setblocking(True)
+        self.sock = sock
+        self._frames = FrameBuffer()
         self._send_lock = threading.Lock()
-        # one poll object for the connection's life: ``Connection.poll`` builds a selector on
-        # every call, which a worker would pay once per segment
+        # one poll object for the socket's life (``select.select`` would build its sets anew
+        # for every segment)
         self._poller = select.poll()
-        self._poller.register(conn.fileno(), select.POLLIN)
+        self._poller.register(sock.fileno(), select.POLLIN)
 
     def send(self, data: bytes) -> None:
-        with self._send_lock:  # a frame is two writes when large: keep frames whole
-            self.conn.send_bytes(data)
+        with self._send_lock:  # frames stay whole between the two threads
+            self.sock.sendall(frame(data))
 
     def recv(self, timeout: float | None) -> Message | None:
-        """The next message, or ``None`` if none came within ``timeout`` seconds."""
-        if timeout is not None and not self._poller.poll(max(0.0, timeout) * 1000):
-            return None
-        return from_wire(self.conn.recv_bytes())
+        """The next message, or ``None`` if none came within ``timeout`` seconds. Raises
+        ``EOFError`` when the gateway closed the stream or broke its framing."""
+        try:
+            data = self._frames.next()
+            if data is None:
+                if timeout is not None and not self._poller.poll(max(0.0, timeout) * 1000):
+                    return None
+                data = self._read()
+        except WireError as exc:
+            raise EOFError(f"the gateway's stream is out of step: {exc}") from None
+        return from_wire(data)
+
+    def _read(self) -> bytes:
+        """Block until a whole frame is in (the gateway writes each frame at once)."""
+        frames = self._frames
+        while True:
+            n = self.sock.recv_into(frames.room())
+            if not n:
+                raise EOFError("the gateway closed the stream")
+            frames.filled(n)
+            data = frames.next()
+            if data is not None:
+                return data
+
+    def close(self) -> None:
+        self.sock.close()
 
 
 def run_worker(worker_id: int, sock: socket.socket, log_level: str = "INFO") -> None:
@@ -80,11 +100,10 @@ def run_worker(worker_id: int, sock: socket.socket, log_level: str = "INFO") -> 
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the gateway decides when workers stop
     setup_logging(log_level, process=f"worker-{worker_id}")
     start_tracing()
-    conn = Connection(sock.detach())
     try:
-        code = serve(conn)
+        code = serve(sock)
     finally:
-        conn.close()
+        sock.close()
         shutdown_tracing()  # a multiprocessing child skips atexit: flush spans here
     if code:
         raise SystemExit(code)
@@ -97,13 +116,9 @@ def start_tracing() -> None:
         setup_tracing("streamer-worker")
 
 
-def serve(conn: Connection, parent_pid: int | None = None,
-          answered: Counter | None = None) -> int:
-    """Run one worker connection to its end and return the process's exit code. With
-    ``parent_pid``, exit as soon as that process (the worker's supervisor) is gone; with
-    ``answered``, count the results sent there (a supervisor backs off only for children that
-    die without answering anything)."""
-    chan = Channel(conn)
+def serve(sock: socket.socket) -> int:
+    """Run one worker stream to its end and return the process's exit code."""
+    chan = Channel(sock)
     try:
         chan.send(WorkerHello(pid=os.getpid(), host=socket.gethostname()).to_wire())
         config = chan.recv(CONFIG_TIMEOUT)
@@ -119,11 +134,11 @@ def serve(conn: Connection, parent_pid: int | None = None,
         return BOOT_FAILED_EXIT_CODE
     lower_priority(config.nice)
     stop = threading.Event()
-    beats = threading.Thread(target=_heartbeats, args=(chan, config, stop, parent_pid),
+    beats = threading.Thread(target=_heartbeats, args=(chan, config, stop),
                              name="heartbeat", daemon=True)
     beats.start()
     try:
-        return _work(chan, config, answered)
+        return _work(chan, config)
     finally:
         stop.set()
 
@@ -137,7 +152,7 @@ def lower_priority(nice: int) -> None:
         log.warning("could not lower the worker's priority to nice %d: %s", nice, exc)
 
 
-def _work(chan: Channel, config: WorkerConfig, answered: Counter | None) -> int:
+def _work(chan: Channel, config: WorkerConfig) -> int:
     wid = config.worker_id
     started = time.perf_counter()
     try:
@@ -171,8 +186,6 @@ def _work(chan: Channel, config: WorkerConfig, answered: Counter | None) -> int:
                     held = _fill(chan, batch, config)
                 for result in runner.run_batch(batch):
                     chan.send(encode_result(result))
-                    if answered is not None:
-                        answered.value += 1
             elif isinstance(msg, EndSession):
                 model.end_stream(msg.stateful_key)
             elif not isinstance(msg, Heartbeat):
@@ -214,15 +227,10 @@ def _fill(chan: Channel, batch: list[tuple[InferenceRequest, float]],
     return None
 
 
-def _heartbeats(chan: Channel, config: WorkerConfig, stop: threading.Event,
-                parent_pid: int | None) -> None:
+def _heartbeats(chan: Channel, config: WorkerConfig, stop: threading.Event) -> None:
     """Say "alive" every interval. Runs beside a model that holds the GIL: Python hands the
     GIL over every few milliseconds, so beats stop only when the process is really stuck."""
     while not stop.wait(config.heartbeat_interval):
-        if parent_pid is not None and os.getppid() != parent_pid:
-            log.error("worker %d: its supervisor (pid %d) is gone; exiting", config.worker_id,
-                      parent_pid)
-            os._exit(GATEWAY_GONE_EXIT_CODE)  # the gateway sees the stream close
         try:
             chan.send(Heartbeat(worker_id=config.worker_id, sent_at=time.time()).to_wire())
         except OSError:

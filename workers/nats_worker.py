@@ -64,7 +64,7 @@ from streamer.wire import (
     WorkerAnnounce,
     from_wire,
 )
-from streamer.workers.loop import Counter, encode_result, lower_priority, start_tracing
+from streamer.workers.loop import encode_result, lower_priority, start_tracing
 from streamer.workers.models import make_model
 from streamer.workers.models.base import Model
 from streamer.workers.runner import Runner
@@ -73,6 +73,12 @@ log = logging.getLogger("streamer.worker")
 
 REFUSED_EXIT_CODE = 4  # the NATS server refused the credentials: retrying won't help
 FAILED_EXIT_CODE = 1   # no NATS server, or the model failed to load or its thread died
+
+
+class Counter(Protocol):
+    """Shared memory holding a count (a ``RawValue("q")``)."""
+
+    value: int
 
 
 class Clock(Protocol):

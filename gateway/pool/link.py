@@ -21,8 +21,8 @@ from collections.abc import Callable
 from typing import cast
 
 from streamer.errors import WireError
+from streamer.framing import FrameBuffer
 from streamer.wire import (
-    HEADER,
     Heartbeat,
     InferenceResult,
     Message,
@@ -35,23 +35,14 @@ from streamer.wire import (
 
 log = logging.getLogger(__name__)
 
-MAX_FRAME = 64 << 20  # no worker message comes near this; a larger length is a broken stream
-BUFFER = 64 << 10     # the read buffer's usual size: many results, or one request, fit in it
-MIN_READ = 4 << 10    # room offered to each read at least (the buffer is compacted for it)
-
 
 class FrameProtocol(asyncio.BufferedProtocol):
-    """Cuts length-prefixed frames out of a byte stream as the bytes arrive and hands each one
-    to :meth:`frame_received` in the same callback. The transport reads straight into one
-    buffer; the buffer grows only for a frame larger than it and shrinks back once it is read."""
+    """Hands each length-prefixed frame to :meth:`frame_received` in the callback that read its
+    last byte; the transport reads straight into the :class:`FrameBuffer`."""
 
     def __init__(self) -> None:
         self.transport: asyncio.WriteTransport | None = None
-        self._buf = bytearray(BUFFER)
-        self._view = memoryview(self._buf)
-        self._start = 0  # the first byte not yet handed on
-        self._end = 0    # the end of the bytes read so far
-        self._need = HEADER.size  # bytes from _start that the next step needs
+        self._frames = FrameBuffer()
         self._stopped = False
 
     def frame_received(self, data: bytes) -> None:
@@ -65,51 +56,26 @@ class FrameProtocol(asyncio.BufferedProtocol):
         self.transport = cast(asyncio.WriteTransport, transport)
 
     def get_buffer(self, sizehint: int) -> memoryview:
-        if len(self._buf) - self._end < max(MIN_READ, self._need - (self._end - self._start)):
-            self._make_room()
-        return self._view[self._end:]
+        return self._frames.room()
 
     def buffer_updated(self, nbytes: int) -> None:
-        self._end += nbytes
-        if self._stopped:  # what comes after a broken frame or an abort is not read
-            self._start = self._end = 0
-            return
-        buf, view = self._buf, self._view
-        while not self._stopped and self._end - self._start >= HEADER.size:
-            (size,) = HEADER.unpack_from(buf, self._start)
-            if not 0 <= size <= MAX_FRAME:
+        frames = self._frames
+        frames.filled(nbytes)
+        while not self._stopped:
+            try:
+                data = frames.next()
+            except WireError as exc:
                 self._stopped = True
-                self.frame_error(WireError(f"frame length {size} is not supported"))
+                self.frame_error(exc)
+                break
+            if data is None:
                 return
-            body = self._start + HEADER.size
-            if self._end - body < size:
-                self._need = HEADER.size + size
-                return
-            self._start = body + size
-            self._need = HEADER.size
-            self.frame_received(bytes(view[body:self._start]))
-        if self._start == self._end:
-            self._start = self._end = 0
-            if len(self._buf) > BUFFER:  # a large frame is done: give its memory back
-                self._buf = bytearray(BUFFER)
-                self._view = memoryview(self._buf)
+            self.frame_received(data)
+        frames.clear()  # what comes after a broken frame or an abort is not read
 
     def stop_reading_frames(self) -> None:
         """Hand on nothing more, even what is already in the buffer."""
         self._stopped = True
-
-    def _make_room(self) -> None:
-        """Move the unread bytes to the front, into a larger buffer if the next frame needs one
-        (a new buffer: the transport may still hold a view of the old one)."""
-        pending = self._end - self._start
-        size = max(len(self._buf), self._need + MIN_READ)
-        if size > len(self._buf):
-            buf = bytearray(size)
-            buf[:pending] = self._view[self._start:self._end]
-            self._buf, self._view = buf, memoryview(buf)
-        elif self._start:
-            self._view[:pending] = self._view[self._start:self._end]
-        self._start, self._end = 0, pending
 
 
 class WorkerLink(FrameProtocol):

@@ -17,7 +17,8 @@ from typing import Any
 import pytest
 
 from streamer.errors import WireError
-from streamer.gateway.pool.link import BUFFER, FrameProtocol, WorkerLink, open_link
+from streamer.framing import BUFFER, FrameBuffer
+from streamer.gateway.pool.link import FrameProtocol, WorkerLink, open_link
 from streamer.wire import (
     HEADER,
     Heartbeat,
@@ -86,7 +87,7 @@ class Peer:
     def __init__(self, sock: socket.socket) -> None:
         sock.setblocking(False)
         self.sock = sock
-        self._buf = b""
+        self._frames = FrameBuffer()
 
     async def send(self, *messages: Any, raw: bytes = b"") -> None:
         data = b"".join(frame(m.to_wire()) for m in messages) + raw
@@ -95,16 +96,11 @@ class Peer:
     async def recv(self) -> Any:
         loop = asyncio.get_running_loop()
         async with asyncio.timeout(DEADLINE):
-            while True:
-                if len(self._buf) >= HEADER.size:
-                    (size,) = HEADER.unpack_from(self._buf)
-                    if len(self._buf) >= HEADER.size + size:
-                        data = self._buf[HEADER.size:HEADER.size + size]
-                        self._buf = self._buf[HEADER.size + size:]
-                        return from_wire(data)
-                chunk = await loop.sock_recv(self.sock, 1 << 16)
-                assert chunk, "the link closed the connection"
-                self._buf += chunk
+            while (data := self._frames.next()) is None:
+                n = await loop.sock_recv_into(self.sock, self._frames.room())
+                assert n, "the link closed the connection"
+                self._frames.filled(n)
+            return from_wire(data)
 
     async def at_end(self) -> bool:
         """True once the link closed its end (whatever it still sent is skipped)."""

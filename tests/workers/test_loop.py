@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 from streamer.wire import (
+    HEADER,
     EndSession,
     Heartbeat,
     InferenceRequest,
@@ -46,7 +47,7 @@ class Worker:
     def __init__(self) -> None:
         self.sock, theirs = socket.socketpair()
         self.conn = Connection(os.dup(self.sock.fileno()))
-        self._theirs = Connection(theirs.detach())
+        self._theirs = theirs
         self.code: int | None = None
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
@@ -149,6 +150,28 @@ def test_one_failing_segment_does_not_fail_its_batch(worker):
     failed = [r for r in results if r.error]
     assert 0 < len(failed) < 8
     assert all("failure_rate" in r.error for r in failed)
+
+
+def test_a_request_is_read_whole_however_its_bytes_arrive(worker):
+    """Written in pieces cut mid-header and mid-body; the first is larger than the worker's
+    read buffer and than the socket's, so it is read in several reads whatever the timing."""
+    worker.start()
+    big, small = request(1, n=5 * 16000), request(2, n=10)
+    data = frame(big.to_wire()) + frame(small.to_wire())
+    at = 0
+    for cut in (2, 3000, len(data) - 5, len(data)):
+        worker.sock.sendall(data[at:cut])
+        at = cut
+    assert [r.output for r in worker.results(2)] == [{"count": 5 * 16000}, {"count": 10}]
+
+
+def test_an_unreadable_frame_is_dropped_and_a_broken_length_ends_the_worker(worker):
+    worker.start()
+    worker.sock.sendall(frame(b"\xc1 not msgpack") + frame(request(1).to_wire()))
+    assert worker.results(1)[0].request_id == 1
+    worker.sock.sendall(HEADER.pack(-5))
+    worker._thread.join(DEADLINE)
+    assert worker.code == GATEWAY_GONE_EXIT_CODE
 
 
 def test_heartbeats_flow_and_a_silent_gateway_is_given_up():
