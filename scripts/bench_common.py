@@ -188,7 +188,18 @@ def machine() -> dict[str, Any]:
             "system": f"{platform.system()} {platform.release()}",
             "numpy": np.__version__, "soxr": soxr.__version__, "aiohttp": aiohttp.__version__,
             "msgpack": ".".join(map(str, msgpack.version)), "msgspec": msgspec.__version__,
-            "openblas_coretype": os.environ.get("OPENBLAS_CORETYPE")}
+            "openblas_coretype": os.environ.get("OPENBLAS_CORETYPE"), "idle": idle_policy()}
+
+
+def idle_policy() -> str:
+    """How an idle CPU waits, which sets the cost of waking it (cross-core round trips): the
+    cpuidle driver, and for a VM guest's haltpoll driver how long it polls before halting."""
+    cpuidle = Path("/sys/devices/system/cpu/cpuidle/current_driver")
+    poll = Path("/sys/module/haltpoll/parameters/guest_halt_poll_ns")
+    driver = cpuidle.read_text().strip() if cpuidle.exists() else "?"
+    if driver == "haltpoll" and poll.exists():
+        return f"cpuidle {driver}, guest_halt_poll_ns {poll.read_text().strip()}"
+    return f"cpuidle {driver}"
 
 
 def write_json(path: str | None, obj: dict[str, Any]) -> None:

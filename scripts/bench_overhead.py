@@ -20,11 +20,13 @@ alternating rounds so drift in the shared vCPU's speed hits them alike.
 Target (doc/07_performance.md): overhead p50 under 0.5 ms, and within 3x of the raw Pipe round
 trip under the same placement.
 
-``--loop uvloop`` runs it all on uvloop's event loop instead of asyncio's own; ``--loop both``
-runs asyncio's, then uvloop's, in the same process, and adds a table comparing the two.
+The gateway side runs on the loop the server would choose (``--loop auto``, like
+``server.event_loop``: uvloop's when it is installed); ``--loop asyncio`` or ``uvloop`` picks
+one, and ``--loop both`` runs asyncio's, then uvloop's, in the same process, and adds a table
+comparing the two.
 
 Usage: .venv/bin/python scripts/bench_overhead.py [--count 3000] [--json out.json] [--quick]
-       [--loop asyncio|uvloop|both]
+       [--loop auto|asyncio|uvloop|both]
 """
 
 from __future__ import annotations
@@ -35,7 +37,6 @@ import multiprocessing
 import os
 import socket
 import time
-from collections.abc import Callable
 from multiprocessing.connection import Connection
 from typing import Any
 
@@ -53,6 +54,7 @@ from bench_common import (
 )
 
 from streamer.errors import WireError
+from streamer.gateway.event_loop import LoopChoice, choose_loop
 from streamer.gateway.pool import Job, Pool, make_pool
 from streamer.gateway.pool.link import FrameProtocol
 from streamer.gateway.reorder import Reorderer
@@ -264,7 +266,10 @@ def rows(result: dict[str, Any]) -> list[list[object]]:
 
 
 def markdown(result: dict[str, Any]) -> str:
-    return markdown_table(HEADERS, rows(result))
+    loop = result.get("loop", "asyncio")
+    loop = "asyncio" if loop == "both" else loop  # "segments" holds the first loop's figures
+    return (f"The gateway side on {loop}'s event loop.\n\n"
+            + markdown_table(HEADERS, rows(result)))
 
 
 LOOP_HEADERS = ["segment, placement", "loop", "gateway CPU per segment us", "vs asyncio",
@@ -285,17 +290,8 @@ def loop_rows(loops: dict[str, dict[str, Any]]) -> list[list[object]]:
     return out
 
 
-def loop_factory(name: str) -> Callable[[], asyncio.AbstractEventLoop] | None:
-    """None for asyncio's default loop; uvloop's (from the ``server`` extra) otherwise."""
-    if name == "asyncio":
-        return None
-    import uvloop
-
-    return uvloop.new_event_loop
-
-
-def run_on(loop: str, count: int) -> dict[str, Any]:
-    with asyncio.Runner(loop_factory=loop_factory(loop)) as runner:
+def run_on(loop: LoopChoice, count: int) -> dict[str, Any]:
+    with asyncio.Runner(loop_factory=loop.factory) as runner:
         return runner.run(run(count))
 
 
@@ -304,14 +300,17 @@ def main() -> None:
     p.add_argument("--count", type=int, default=3000, help="segments per path and size")
     p.add_argument("--quick", action="store_true", help="a few hundred segments, for tests")
     p.add_argument("--json", help="also write the results here")
-    p.add_argument("--loop", choices=("asyncio", "uvloop", "both"), default="asyncio",
-                   help="the gateway side's event loop; both: asyncio's, then uvloop's")
+    p.add_argument("--loop", choices=("auto", "asyncio", "uvloop", "both"), default="auto",
+                   help="the gateway side's event loop (auto: the server's choice, uvloop's "
+                   "when installed); both: asyncio's, then uvloop's")
     args = p.parse_args()
     count = 200 if args.quick else args.count
-    names = ("asyncio", "uvloop") if args.loop == "both" else (args.loop,)
-    loops = {name: run_on(name, count) for name in names}
+    choices = [choose_loop(name) for name in
+               (("asyncio", "uvloop") if args.loop == "both" else (args.loop,))]
+    loops = {choice.name: run_on(choice, count) for choice in choices}
     result = {"benchmark": "overhead", "machine": machine(), "count": count,
-              "loop": args.loop, "segments": next(iter(loops.values())), "loops": loops}
+              "loop": "both" if len(loops) > 1 else next(iter(loops)),
+              "segments": next(iter(loops.values())), "loops": loops}
     for name, segs in loops.items():
         print(f"Gateway overhead per segment on {name}'s event loop, {count} segments one at "
               "a time per path, 1 worker, counter model at no cost; gateway and peer pinned to "

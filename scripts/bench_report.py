@@ -142,8 +142,9 @@ def plot(results: dict[str, Any], path: Path) -> None:
 def machine_section(m: dict[str, Any], when: str, commit: str) -> str:
     return (f"Ran {when} on: {m['cpu']}, {m['cores']} cores (a shared, noisy VM), "
             f"{m['system']}, Python {m['python']}, numpy {m['numpy']}, soxr {m['soxr']}, "
-            f"aiohttp {m['aiohttp']}, msgpack {m['msgpack']}"
+            f"aiohttp {m['aiohttp']}, msgspec {m.get('msgspec', '?')}"
             + (f", OPENBLAS_CORETYPE={m['openblas_coretype']}" if m["openblas_coretype"] else "")
+            + (f", idle: {m['idle']}" if m.get("idle") else "")
             + f"; commit {commit}.")
 
 
