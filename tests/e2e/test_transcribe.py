@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 
 from streamer.client import stream_audio
-from streamer.protocol import AudioFormat, ErrorEvent, SegmentEvent
+from streamer.protocol import AudioFormat, ErrorEvent
 from tests.signals import DATA, RATE, pcm16, read_wav
+from tests.speechutil import segments, sentence_with_interims
 
 SEGMENTED = "/api/v1/segmented"
 SIMPLE = "/api/v1/simple"
@@ -16,10 +17,6 @@ SENTENCES = [(0.300, 2.245, "the brown fox jumps over the dog"),
              (2.945, 4.415, "please call me back tomorrow"),
              (5.115, 5.948, "have a nice day")]
 
-
-
-def segments(report, final: bool | None) -> list[SegmentEvent]:  # type: ignore[no-untyped-def]
-    return [e for e in report.events if isinstance(e, SegmentEvent) and e.is_final is final]
 
 
 @pytest.mark.parametrize("detector", ["energy", "silero"])
@@ -45,17 +42,8 @@ async def test_sentences_come_back_word_for_word_with_times(gateway, detector) -
 async def test_interim_text_grows_while_the_sentence_is_spoken(gateway) -> None:  # type: ignore[no-untyped-def]
     server = await gateway(workers=1, model__name="transcribe", model__grammar=GRAMMAR)
     audio = read_wav(DATA / "speech_3_sentences.wav")[:int(2.6 * RATE)]  # the first sentence
-    report = await stream_audio(str(server.make_url(SEGMENTED)), AudioFormat(), pcm16(audio),
-                                chunk_size=3200, interim_results=True,
-                                vad={"interim_interval": 0.3})
-    assert report.close_code == 1000
-    (final,) = segments(report, True)
-    interims = segments(report, False)
-    assert len(interims) >= 3
-    assert all(set(i.output) == {"text"} for i in interims)
-    assert any(i.output["text"] for i in interims)
-    assert interims[-1].output["text"] and final.output["text"] == SENTENCES[0][2]
-    assert report.events.index(final) > report.events.index(interims[-1])  # none after it
+    final, _ = await sentence_with_interims(str(server.make_url(SEGMENTED)), audio)
+    assert final.output["text"] == SENTENCES[0][2]
 
 
 async def test_open_vocabulary_on_simple_transcribes_each_chunk(gateway) -> None:  # type: ignore[no-untyped-def]

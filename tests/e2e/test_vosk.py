@@ -16,9 +16,10 @@ from aiohttp.test_utils import TestServer
 from streamer.client import stream_audio
 from streamer.gateway.app import create_app
 from streamer.gateway.pool import make_pool
-from streamer.protocol import AudioFormat, ErrorEvent, SegmentEvent
+from streamer.protocol import AudioFormat, ErrorEvent
 from tests.conftest import make_config
 from tests.signals import RATE, pcm16, read_wav
+from tests.speechutil import segments, sentence_with_interims
 from tests.voskutil import KOREAN, SENTENCES, require_vosk
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
@@ -36,10 +37,6 @@ async def server() -> AsyncIterator[TestServer]:
     finally:
         await srv.close()
 
-
-
-def segments(report, final: bool | None) -> list[SegmentEvent]:  # type: ignore[no-untyped-def]
-    return [e for e in report.events if isinstance(e, SegmentEvent) and e.is_final is final]
 
 
 async def test_two_sessions_get_each_sentence_as_text_with_words(server: TestServer) -> None:
@@ -68,13 +65,5 @@ async def test_two_sessions_get_each_sentence_as_text_with_words(server: TestSer
 
 async def test_interim_text_while_the_sentence_is_spoken(server: TestServer) -> None:
     audio = read_wav(KOREAN)[:int(2.9 * RATE)]  # the first sentence
-    report = await stream_audio(str(server.make_url(SEGMENTED)), AudioFormat(), pcm16(audio),
-                                chunk_size=3200, interim_results=True,
-                                vad={"interim_interval": 0.3})
-    assert report.close_code == 1000
-    (final,) = segments(report, True)
-    interims = segments(report, False)
-    assert len(interims) >= 3
-    assert all(set(i.output) == {"text"} for i in interims)
-    assert interims[-1].output["text"] and final.output["text"] and final.output["words"]
-    assert report.events.index(final) > report.events.index(interims[-1])  # none after it
+    final, _ = await sentence_with_interims(str(server.make_url(SEGMENTED)), audio)
+    assert final.output["text"] and final.output["words"]

@@ -55,6 +55,75 @@ def to_s16(audio: np.ndarray) -> bytes:
     return np.clip(np.round(x * 32767.0), -32768, 32767).astype("<i2").tobytes()
 
 
+class Utterances:
+    """What every recogniser here keeps of its open utterance: when it began on the stream's
+    timeline (``start_time``, None when none is open) and how many samples it was fed. A
+    subclass decodes (``_decode``), reads the partial text (``_partial_text``), closes an
+    utterance into words (``_close``) and drops an unfinished one (``_drop_utterance``)."""
+
+    def __init__(self) -> None:
+        self._samples = 0
+        self.start_time: float | None = None  # None: no utterance open
+
+    def begin(self, start_time: float = 0.0) -> None:
+        """Open an utterance at ``start_time`` (dropping an unfinished one)."""
+        self._drop_utterance()
+        self._samples = 0
+        self._opened()
+        self.start_time = float(start_time)
+
+    def feed(self, audio: np.ndarray) -> None:
+        """Decode more of the open utterance: 16 kHz mono float32 in [-1, 1]."""
+        if self.start_time is None:
+            self.begin()
+        data = to_s16(audio)
+        if data:
+            self._samples += len(data) // 2  # counted first: words closed in _decode end here
+            self._decode(data)
+
+    def partial(self) -> str:
+        """The best text of the open utterance so far ('' if none)."""
+        if self.start_time is None or not self._samples:
+            return ""
+        return self._partial_text()
+
+    def finish(self) -> Transcript:
+        """Close the open utterance and return its final text and words."""
+        if self.start_time is None:
+            return Transcript("")
+        words = self._close()
+        self._samples = 0
+        self.start_time = None
+        return Transcript(" ".join(w.word for w in words), words)
+
+    def reset(self) -> None:
+        """Drop the open utterance."""
+        self._drop_utterance()
+        self._samples = 0
+        self.start_time = None
+
+    @property
+    def samples(self) -> int:
+        """Samples fed to the open utterance."""
+        return self._samples
+
+    def _opened(self) -> None:
+        """A new utterance begins (after the last one was dropped)."""
+
+    def _decode(self, data: bytes) -> None:
+        raise NotImplementedError
+
+    def _partial_text(self) -> str:
+        raise NotImplementedError
+
+    def _close(self) -> list[Word]:
+        """End the open utterance (it may hold no samples) and return its words."""
+        raise NotImplementedError
+
+    def _drop_utterance(self) -> None:
+        raise NotImplementedError
+
+
 class DecoderPool:
     """A few decoders lent to recognisers while they have an utterance open.
 
@@ -96,7 +165,7 @@ class DecoderPool:
         return len(self._lent)
 
 
-class StreamingRecognizer:
+class StreamingRecognizer(Utterances):
     """One stream's speech recogniser (see the module's docstring).
 
     ``begin(start_time)`` opens an utterance whose first sample lies at ``start_time`` seconds on
@@ -106,42 +175,32 @@ class StreamingRecognizer:
     """
 
     def __init__(self, pool: DecoderPool) -> None:
+        super().__init__()
         self._pool = pool
         self._cmn = pool.initial_cmn
         self._decoder: Any = None
         self._audio: list[bytes] = []  # the open utterance, for a replay after losing the decoder
-        self._samples = 0
-        self.start_time: float | None = None  # None: no utterance open
 
-    # ---- the incremental API -----------------------------------------------------------------
-    def begin(self, start_time: float = 0.0) -> None:
-        """Open an utterance at ``start_time`` (dropping an unfinished one)."""
-        self._drop_utterance()
-        self.start_time = float(start_time)
+    def reset(self) -> None:
+        """Drop the open utterance and the stream's adaptation: as good as new."""
+        super().reset()
+        self._cmn = self._pool.initial_cmn
 
-    def feed(self, audio: np.ndarray) -> None:
-        """Decode more of the open utterance: 16 kHz mono float32 in [-1, 1]."""
-        if self.start_time is None:
-            self.begin()
-        data = to_s16(audio)
-        if not data:
-            return
-        decoder = self._ensure_decoder()
-        decoder.process_raw(data, False, False)
+    def fed_pcm(self) -> bytes:
+        """The open utterance's audio as fed, 16-bit PCM (see :func:`to_s16`)."""
+        return b"".join(self._audio)
+
+    # ---- decoding ----------------------------------------------------------------------------
+    def _decode(self, data: bytes) -> None:
+        self._ensure_decoder().process_raw(data, False, False)
         self._audio.append(data)
-        self._samples += len(data) // 2
 
-    def partial(self) -> str:
-        """The best text of the open utterance so far ('' if none)."""
-        if self.start_time is None or not self._samples:
-            return ""
+    def _partial_text(self) -> str:
         hyp = self._ensure_decoder().hyp()
         return _clean_text(hyp.hypstr) if hyp is not None else ""
 
-    def finish(self) -> Transcript:
-        """Close the open utterance and return its final text and words."""
-        if self.start_time is None:
-            return Transcript("")
+    def _close(self) -> list[Word]:
+        assert self.start_time is not None
         start = self.start_time
         decoder = self._ensure_decoder() if self._samples else None
         words: list[Word] = []
@@ -160,25 +219,7 @@ class StreamingRecognizer:
             self._pool.release(self)
             self._decoder = None
         self._audio.clear()
-        self._samples = 0
-        self.start_time = None
-        return Transcript(" ".join(w.word for w in words), words)
-
-    def reset(self) -> None:
-        """Drop the open utterance and the stream's adaptation: as good as new."""
-        self._drop_utterance()
-        self.start_time = None
-        self._cmn = self._pool.initial_cmn
-
-    # ---- state -------------------------------------------------------------------------------
-    @property
-    def samples(self) -> int:
-        """Samples fed to the open utterance."""
-        return self._samples
-
-    def fed_pcm(self) -> bytes:
-        """The open utterance's audio as fed, 16-bit PCM (see :func:`to_s16`)."""
-        return b"".join(self._audio)
+        return words
 
     def _ensure_decoder(self) -> Any:
         if self._decoder is not None:
@@ -202,7 +243,6 @@ class StreamingRecognizer:
             self._pool.release(self)
             self._decoder = None
         self._audio.clear()
-        self._samples = 0
 
 
 def _clean_text(text: str) -> str:

@@ -24,70 +24,38 @@ from __future__ import annotations
 import json
 from typing import Any
 
-import numpy as np
-
-from streamer.workers.models.speech import SAMPLE_RATE, Transcript, Word, to_s16
+from streamer.workers.models.speech import SAMPLE_RATE, Utterances, Word
 
 
-class VoskStream:
+class VoskStream(Utterances):
     """One stream's recogniser (see the module's docstring); ``recognizer`` is a
     ``vosk.KaldiRecognizer`` at 16 kHz with word times on (``SetWords(True)``). Calls must come
     from one thread at a time."""
 
     def __init__(self, recognizer: Any) -> None:
+        super().__init__()
         self._rec = recognizer
         self._clock = 0  # samples given to the recogniser since it was made: vosk's timeline
         self._origin = 0.0  # vosk's time at which the open utterance began
         self._done: list[Word] = []  # parts of the open utterance vosk already closed
-        self._samples = 0
-        self.start_time: float | None = None  # None: no utterance open
 
-    def begin(self, start_time: float = 0.0) -> None:
-        """Open an utterance at ``start_time`` seconds of the stream (dropping an unfinished
-        one)."""
-        self._drop_utterance()
+    def _opened(self) -> None:
         self._origin = self._clock / SAMPLE_RATE
-        self.start_time = float(start_time)
 
-    def feed(self, audio: np.ndarray) -> None:
-        """Decode more of the open utterance: 16 kHz mono float32 in [-1, 1]."""
-        if self.start_time is None:
-            self.begin()
-        data = to_s16(audio)
-        if not data:
-            return
+    def _decode(self, data: bytes) -> None:
         ended = self._rec.AcceptWaveform(data)
         self._clock += len(data) // 2
-        self._samples += len(data) // 2
         if ended:  # vosk's own endpoint inside the segment: keep its words, go on
             self._done += self._words(self._rec.Result())
 
-    def partial(self) -> str:
-        """The best text of the open utterance so far ('' if none)."""
-        if self.start_time is None or not self._samples:
-            return ""
+    def _partial_text(self) -> str:
         now = json.loads(self._rec.PartialResult()).get("partial", "")
         return " ".join([w.word for w in self._done] + now.split())
 
-    def finish(self) -> Transcript:
-        """Close the open utterance and return its final text and words."""
-        if self.start_time is None:
-            return Transcript("")
+    def _close(self) -> list[Word]:
         words = self._done + (self._words(self._rec.FinalResult()) if self._samples else [])
         self._done = []
-        self._samples = 0
-        self.start_time = None
-        return Transcript(" ".join(w.word for w in words), words)
-
-    def reset(self) -> None:
-        """Drop the open utterance: as good as new for another stream."""
-        self._drop_utterance()
-        self.start_time = None
-
-    @property
-    def samples(self) -> int:
-        """Samples fed to the open utterance."""
-        return self._samples
+        return words
 
     def _drop_utterance(self) -> None:
         """Close an unfinished utterance with a final result, thrown away: vosk then starts
@@ -95,7 +63,6 @@ class VoskStream:
         if self._samples:
             self._rec.FinalResult()
         self._done.clear()
-        self._samples = 0
 
     def _words(self, result: str) -> list[Word]:
         """vosk's words of one part, on the stream's timeline, inside the utterance."""
