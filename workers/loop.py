@@ -91,9 +91,6 @@ class Channel:
             if data is not None:
                 return data
 
-    def close(self) -> None:
-        self.sock.close()
-
 
 def run_worker(worker_id: int, sock: socket.socket, log_level: str = "INFO") -> None:
     """Entry point of an embedded worker process (the config comes over ``sock``)."""
