@@ -76,6 +76,7 @@ class Channel:
                     return None
                 data = self._read()
         except WireError as exc:
+            log.error("the gateway's stream is out of step (%s); leaving it", exc)
             raise EOFError(f"the gateway's stream is out of step: {exc}") from None
         return from_wire(data)
 
