@@ -108,11 +108,11 @@ class EchoReader(FrameProtocol):
 
     def __init__(self) -> None:
         super().__init__()
-        self.waiter: asyncio.Future[bytes] | None = None
+        self.waiter: asyncio.Future[int] | None = None
 
-    def frame_received(self, data: bytes) -> None:
+    def frame_received(self, data: memoryview) -> None:
         if self.waiter is not None and not self.waiter.done():
-            self.waiter.set_result(data)
+            self.waiter.set_result(len(data))
 
     def frame_error(self, exc: WireError) -> None:
         if self.waiter is not None and not self.waiter.done():

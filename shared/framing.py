@@ -2,8 +2,9 @@
 
 The gateway's asyncio transport and the worker's blocking socket both read straight into one
 buffer here (``room`` then ``filled``) and take whole frames out of it (``next``): one read
-usually brings a frame's length and body together, and nothing is copied but the frame handed
-on. The buffer grows only for a frame larger than it and shrinks back once that frame is read.
+usually brings a frame's length and body together, and a frame is handed on as a view of the
+buffer, not a copy (a request carries tens of KB of audio; its decoder copies what it keeps).
+The buffer grows only for a frame larger than it and shrinks back once that frame is read.
 """
 
 from __future__ import annotations
@@ -35,9 +36,10 @@ class FrameBuffer:
         """``nbytes`` were read into the last ``room``."""
         self._end += nbytes
 
-    def next(self) -> bytes | None:
-        """The next whole frame, or None until more bytes come. Raises ``WireError`` for a
-        length no frame can have: the stream is out of step and nothing after it can be read."""
+    def next(self) -> memoryview | None:
+        """The next whole frame, or None until more bytes come. The view is good until the next
+        ``room``: decode it before reading again. Raises ``WireError`` for a length no frame
+        can have: the stream is out of step and nothing after it can be read."""
         start = self._start
         if self._end - start < HEADER.size:
             return None
@@ -50,15 +52,20 @@ class FrameBuffer:
             return None
         self._start = end = body + size
         self._need = HEADER.size
-        data = bytes(self._view[body:end])
+        data = self._view[body:end]
         if end == self._end:
-            self.clear()
+            self._rewind()
         return data
 
     def clear(self) -> None:
-        """Forget what is buffered (and a large frame's memory)."""
-        self._start = self._end = 0
+        """Forget what is buffered."""
         self._need = HEADER.size
+        self._rewind()
+
+    def _rewind(self) -> None:
+        """Nothing is pending: the next read starts at the front, and a buffer grown for a
+        large frame gives its memory back (a new one: views of the old stay valid)."""
+        self._start = self._end = 0
         if len(self._buf) > BUFFER:
             self._buf = bytearray(BUFFER)
             self._view = memoryview(self._buf)

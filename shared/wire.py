@@ -3,8 +3,8 @@
 Only bytes cross the boundary: each message is one msgpack map with a schema version ``v`` and a
 ``kind``. Audio travels as raw little-endian float32 bytes and is read back with ``np.frombuffer``
 (no copy). ``from_wire`` validates and raises :class:`WireError`; callers never index raw dicts.
-Frames on a byte stream are length-prefixed like ``multiprocessing.connection`` (4-byte big-endian
-signed length), so a worker can use ``Connection.recv_bytes`` while the gateway reads with asyncio.
+Frames on a byte stream carry a 4-byte big-endian signed length first (``frame``); both ends
+cut them out with ``streamer.framing``.
 
 The messages are ``msgspec`` Structs: msgspec encodes them and checks every field against its
 annotation natively, several times faster than Python code walking the fields
@@ -236,7 +236,7 @@ _read_head = msgspec.msgpack.Decoder(_Head).decode
 _DECODERS: dict[str, Any] = {c.KIND: msgspec.msgpack.Decoder(c).decode for c in _MESSAGES}
 
 
-def from_wire(data: bytes) -> Message:
+def from_wire(data: bytes | memoryview) -> Message:
     """Decode and validate any envelope: its version and kind first, then its kind's fields."""
     try:
         head = _read_head(data)

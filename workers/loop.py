@@ -80,7 +80,7 @@ class Channel:
             raise EOFError(f"the gateway's stream is out of step: {exc}") from None
         return from_wire(data)
 
-    def _read(self) -> bytes:
+    def _read(self) -> memoryview:
         """Block until a whole frame is in (the gateway writes each frame at once)."""
         frames = self._frames
         while True:

@@ -40,8 +40,8 @@ class Frames(FrameProtocol):
         self.frames: list[bytes] = []
         self.errors: list[WireError] = []
 
-    def frame_received(self, data: bytes) -> None:
-        self.frames.append(data)
+    def frame_received(self, data: memoryview) -> None:
+        self.frames.append(bytes(data))  # the view is good only until the next read
 
     def frame_error(self, exc: WireError) -> None:
         self.errors.append(exc)
