@@ -1,31 +1,21 @@
 """The streaming half of a speech-to-text model: one recogniser per stream, fed a segment's
 pieces while it is spoken (``feed``), asked for its text so far (``partial``) and closed at the
-segment's end (``finish``). ``transcribe`` (pocketsphinx) and ``vosk`` (Kaldi) differ only in the
-recogniser they make and in what becomes of one when its stream ends."""
+segment's end (``finish``); ``infer`` decodes a whole segment on the stream's recogniser (or on
+a one-off one outside a stateful pool). ``transcribe`` (pocketsphinx) and ``vosk`` (Kaldi)
+differ only in the recogniser they make and in what becomes of one when its stream ends."""
 
 from __future__ import annotations
 
-from typing import Any, Generic, Protocol, TypeVar
+from typing import Any, Generic, TypeVar
 
 import numpy as np
 
 from streamer.workers.models.base import Model, SegmentInfo
-from streamer.workers.models.speech import SAMPLE_RATE, Transcript
+from streamer.workers.models.speech import SAMPLE_RATE, Transcript, Utterances
 
+WARMUP_SECONDS = 1.0
 
-class Recognizer(Protocol):
-    start_time: float | None  # where the open utterance starts on the stream; None: none open
-
-    def begin(self, start_time: float = 0.0) -> None: ...
-
-    def feed(self, audio: np.ndarray) -> None: ...
-
-    def partial(self) -> str: ...
-
-    def finish(self) -> Transcript: ...
-
-
-R = TypeVar("R", bound=Recognizer)
+R = TypeVar("R", bound=Utterances)
 
 
 class SpeechModel(Model, Generic[R]):
@@ -48,6 +38,39 @@ class SpeechModel(Model, Generic[R]):
 
     def output(self, result: Transcript) -> dict[str, Any]:
         return {"text": result.text, "words": self.words(result)}
+
+    def warmup(self) -> None:
+        """One utterance through each call of a recogniser (building what the first stream
+        would otherwise wait for)."""
+        rec = self.new_recognizer()
+        t = np.arange(int(WARMUP_SECONDS * SAMPLE_RATE)) / SAMPLE_RATE
+        rec.feed((0.1 * np.sin(2 * np.pi * 220 * t)).astype(np.float32))
+        rec.partial()
+        rec.finish()
+        self.retire(rec)
+
+    def infer(self, audio: np.ndarray, info: SegmentInfo) -> dict[str, Any]:
+        """A whole segment (an interim: its text so far), on the stream's recogniser; outside a
+        stateful pool, on a one-off one."""
+        key = info.stateful_key
+        rec = self.recognizer(key) if key is not None else self.new_recognizer()
+        try:
+            return self.decode(rec, audio, info)
+        finally:
+            if key is None:
+                self.retire(rec)
+
+    def decode(self, rec: R, audio: np.ndarray, info: SegmentInfo) -> dict[str, Any]:
+        """``audio`` as one utterance from ``info.start_time``."""
+        rec.begin(info.start_time)
+        rec.feed(audio)
+        return self.answer(rec, info)
+
+    def answer(self, rec: R, info: SegmentInfo) -> dict[str, Any]:
+        """The text so far for an interim, else the final text and words."""
+        if info.is_final is False:
+            return {"text": rec.partial()}
+        return self.output(rec.finish())
 
     def recognizer(self, key: str) -> R:
         """The stream's recogniser, made on first use."""

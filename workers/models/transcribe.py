@@ -33,8 +33,6 @@ from streamer.workers.models.speech import (
     to_s16,
 )
 
-WARMUP_SECONDS = 1.0
-
 
 def _readable_file(name: str, path: str) -> None:
     if not os.path.isfile(path):
@@ -157,41 +155,20 @@ class TranscribeModel(SpeechModel[StreamingRecognizer]):
             self._pool = DecoderPool(self.make_decoder, self.params.decoders)
         return self._pool
 
-    def warmup(self) -> None:
-        """Build the decoders and run one utterance through each code path."""
-        rec = StreamingRecognizer(self.pool)
-        t = np.arange(int(WARMUP_SECONDS * 16000)) / 16000
-        rec.feed((0.1 * np.sin(2 * np.pi * 220 * t)).astype(np.float32))
-        rec.partial()
-        rec.finish()
-
     def new_recognizer(self) -> StreamingRecognizer:
         return StreamingRecognizer(self.pool)
 
     def retire(self, rec: StreamingRecognizer) -> None:
         rec.reset()  # gives its decoder back
 
-    def infer(self, audio: np.ndarray, info: SegmentInfo) -> dict[str, Any]:
-        if info.stateful_key is None:  # not through a stateful pool: a one-off decode
-            rec = StreamingRecognizer(self.pool)
-            try:
-                return self._run(rec, audio, info)
-            finally:
-                rec.reset()  # gives its decoder back
-        return self._run(self.recognizer(info.stateful_key), audio, info)
-
-    def _run(self, rec: StreamingRecognizer, audio: np.ndarray,
-             info: SegmentInfo) -> dict[str, Any]:
+    def decode(self, rec: StreamingRecognizer, audio: np.ndarray,
+               info: SegmentInfo) -> dict[str, Any]:
         fed = rec.samples
         if (rec.start_time == info.start_time and 0 < fed <= len(audio)
                 and to_s16(audio[:fed]) == rec.fed_pcm()):
             rec.feed(audio[fed:])  # the same utterance, grown: decode the new part only
-        else:
-            rec.begin(info.start_time)
-            rec.feed(audio)
-        if info.is_final is False:
-            return {"text": rec.partial()}
-        return self.output(rec.finish())
+            return self.answer(rec, info)
+        return super().decode(rec, audio, info)
 
     def words(self, result: Transcript) -> list[dict[str, Any]]:
         """Word dicts; without the rescoring pass an n-gram search has no posteriors (every

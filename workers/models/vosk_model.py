@@ -25,16 +25,13 @@ import threading
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
-
 from streamer.config import setting
 from streamer.errors import ConfigError
-from streamer.workers.models.base import SegmentInfo, register
+from streamer.workers.models.base import register
 from streamer.workers.models.recognizing import SpeechModel
 from streamer.workers.models.speech import SAMPLE_RATE
 from streamer.workers.models.vosk_stream import VoskStream
 
-WARMUP_SECONDS = 1.0
 INSTALL_HINT = "pip install 'streamer-audio-gateway[vosk]'"
 
 
@@ -74,8 +71,6 @@ def read_phrases(path: str) -> list[str]:
 
 @register("vosk")
 class VoskModel(SpeechModel[VoskStream]):
-    stateful = True
-
     @dataclass(frozen=True, slots=True)
     class Params:
         model_path: str = setting("", doc="a vosk model directory; empty: the Korean model of "
@@ -143,15 +138,6 @@ class VoskModel(SpeechModel[VoskStream]):
         rec.SetWords(True)
         return VoskStream(rec)
 
-    def warmup(self) -> None:
-        """Load the model and run one utterance through each call."""
-        stream = self.new_recognizer()
-        t = np.arange(int(WARMUP_SECONDS * SAMPLE_RATE)) / SAMPLE_RATE
-        stream.feed((0.1 * np.sin(2 * np.pi * 220 * t)).astype(np.float32))
-        stream.partial()
-        stream.finish()
-        self.retire(stream)
-
     def new_recognizer(self) -> VoskStream:
         """An idle recogniser if there is one, else a new one."""
         try:
@@ -164,20 +150,6 @@ class VoskModel(SpeechModel[VoskStream]):
         if len(self._idle) < self.params.spare:
             stream.reset()
             self._idle.append(stream)
-
-    def infer(self, audio: np.ndarray, info: SegmentInfo) -> dict[str, Any]:
-        """A whole segment, decoded as one utterance (an interim: its text so far)."""
-        key = info.stateful_key
-        stream = self.recognizer(key) if key is not None else self.new_recognizer()
-        try:
-            stream.begin(info.start_time)
-            stream.feed(audio)
-            if info.is_final is False:
-                return {"text": stream.partial()}
-            return self.output(stream.finish())
-        finally:
-            if key is None:
-                self.retire(stream)
 
     @property
     def idle(self) -> int:
