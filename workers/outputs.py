@@ -33,7 +33,7 @@ def _convert(value: Any, where: str, depth: int) -> Any:
         return value
     if isinstance(value, str):
         return value if type(value) is str else str(value)
-    if isinstance(value, int) and not isinstance(value, bool):
+    if isinstance(value, int):  # a bool returned above
         if not -(2**63) <= value < 2**64:
             raise OutputError(f"{where} is an integer too large to send ({value})")
         return value if type(value) is int else int(value)

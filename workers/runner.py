@@ -52,7 +52,8 @@ class Runner:
             for req, received in batch:
                 yield self.run(req, received)
             return
-        spans = [self._span(req) if tracing() else None for req, _ in batch]
+        traced = tracing()
+        spans = [self._span(req) if traced else None for req, _ in batch]
         started = time.perf_counter()
         outputs: list[dict[str, Any] | Exception]
         try:
@@ -135,12 +136,12 @@ def tracing() -> bool:
     at most once, so a yes is kept."""
     global _traced
     if not _traced:
-        _traced = not isinstance(trace.get_tracer_provider(),
-                                 trace.ProxyTracerProvider | trace.NoOpTracerProvider)
+        _traced = not isinstance(trace.get_tracer_provider(), _PLACEHOLDERS)
     return _traced
 
 
 _traced = False
+_PLACEHOLDERS = (trace.ProxyTracerProvider, trace.NoOpTracerProvider)
 
 
 def _info(req: InferenceRequest) -> SegmentInfo:
